@@ -1,0 +1,92 @@
+//! The event journal: each service's durable, per-topic ordered log of domain events.
+//!
+//! `seq` is allocated per topic in the writer's transaction from `event_heads` with an upsert
+//! that also takes the row lock, so sequence numbers are gapless and in commit order per topic
+//! even with several replicas on one PostgreSQL database. Consumers resume with `after_seq` and
+//! drop anything with `seq <= last applied`.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Any, Row};
+
+use crate::StoreError;
+
+/// Largest page a reader may ask for.
+pub const MAX_PAGE: u32 = 1_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub topic: String,
+    #[serde(with = "oa_receipts::u64_string")]
+    pub seq: u64,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    #[serde(with = "oa_receipts::u64_string")]
+    pub created_at_ms: u64,
+}
+
+/// Appends an event to `topic` in the caller's transaction; returns its `seq` (1-based).
+pub async fn append(
+    conn: &mut sqlx::AnyConnection,
+    topic: &str,
+    kind: &str,
+    payload: &serde_json::Value,
+    now_ms: u64,
+) -> Result<u64, StoreError> {
+    let seq: i64 = sqlx::query_scalar::<Any, i64>(
+        "INSERT INTO event_heads (topic, last_seq) VALUES ($1, 1)
+         ON CONFLICT (topic) DO UPDATE SET last_seq = event_heads.last_seq + 1
+         RETURNING last_seq",
+    )
+    .bind(topic)
+    .fetch_one(&mut *conn)
+    .await?;
+    let payload = serde_json::to_string(payload)
+        .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?;
+    sqlx::query(
+        "INSERT INTO events (topic, seq, kind, payload, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(topic)
+    .bind(seq)
+    .bind(kind)
+    .bind(payload)
+    .bind(i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?)
+    .execute(&mut *conn)
+    .await?;
+    u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))
+}
+
+/// Events of `topic` with `seq > after_seq`, oldest first, at most `limit` (capped at [`MAX_PAGE`]).
+pub async fn read(
+    conn: &mut sqlx::AnyConnection,
+    topic: &str,
+    after_seq: u64,
+    limit: u32,
+) -> Result<Vec<Event>, StoreError> {
+    let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+    let rows = sqlx::query::<Any>(
+        "SELECT topic, seq, kind, payload, created_at_ms FROM events
+         WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(topic)
+    .bind(after)
+    .bind(i64::from(limit.min(MAX_PAGE)))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let payload: String = r.try_get("payload")?;
+            Ok(Event {
+                topic: r.try_get("topic")?,
+                seq: to_u64(r.try_get("seq")?)?,
+                kind: r.try_get("kind")?,
+                payload: serde_json::from_str(&payload)
+                    .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?,
+                created_at_ms: to_u64(r.try_get("created_at_ms")?)?,
+            })
+        })
+        .collect()
+}
+
+fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt("negative integer column".into()))
+}

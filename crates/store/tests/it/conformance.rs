@@ -1,0 +1,233 @@
+use std::{collections::BTreeSet, sync::Arc};
+
+use oa_receipts::{ReceiptDraft, ReceiptKey};
+use oa_store::{
+    Db, MigrationSet,
+    idempotency::{self, Claim},
+    journal,
+    receipt_log::{self, ReceiptLog},
+    testing::all_backends,
+};
+
+static NONE: [&MigrationSet; 0] = [];
+
+async fn each_backend<F, Fut>(f: F)
+where
+    F: Fn(Db) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for t in all_backends(&NONE).await.expect("test database") {
+        f(t.db.clone()).await;
+        t.cleanup().await.expect("cleanup");
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    each_backend(|db| async move {
+        oa_store::migrate::run(&db, &[])
+            .await
+            .expect("second run is a no-op");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idempotency_claim_replays_and_detects_conflicts() {
+    each_backend(|db| async move {
+        let mut tx = db.begin().await.unwrap();
+        assert_eq!(
+            idempotency::claim(&mut tx, "s", "k1", "fp1", 1)
+                .await
+                .unwrap(),
+            Claim::New
+        );
+        tx.commit().await.unwrap();
+
+        let mut tx = db.begin().await.unwrap();
+        assert_eq!(
+            idempotency::claim(&mut tx, "s", "k1", "fp1", 2)
+                .await
+                .unwrap(),
+            Claim::InProgress { resource_id: None }
+        );
+        idempotency::set_resource(&mut tx, "s", "k1", "pay_1")
+            .await
+            .unwrap();
+        assert_eq!(
+            idempotency::claim(&mut tx, "s", "k1", "fp2", 2)
+                .await
+                .unwrap(),
+            Claim::Conflict
+        );
+        idempotency::complete(&mut tx, "s", "k1", 201, "{\"ok\":true}", 3)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let mut tx = db.begin().await.unwrap();
+        assert_eq!(
+            idempotency::claim(&mut tx, "s", "k1", "fp1", 4)
+                .await
+                .unwrap(),
+            Claim::Replay {
+                status_code: 201,
+                response: "{\"ok\":true}".into()
+            }
+        );
+        // The same key in another scope is independent.
+        assert_eq!(
+            idempotency::claim(&mut tx, "other", "k1", "fp9", 4)
+                .await
+                .unwrap(),
+            Claim::New
+        );
+        tx.rollback().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_claims_of_one_key_have_one_winner() {
+    each_backend(|db| async move {
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = db.begin().await.unwrap();
+                let claim = idempotency::claim(&mut tx, "s", "hot", "fp", i)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                claim
+            }));
+        }
+        let mut new = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Claim::New => new += 1,
+                Claim::InProgress { .. } => {}
+                other => panic!("unexpected claim {other:?}"),
+            }
+        }
+        assert_eq!(new, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn journal_sequences_are_gapless_per_topic() {
+    each_backend(|db| async move {
+        let mut tasks = Vec::new();
+        for i in 0..20u64 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let topic = if i % 2 == 0 { "even" } else { "odd" };
+                let mut tx = db.begin().await.unwrap();
+                let seq = journal::append(&mut tx, topic, "tick", &serde_json::json!({"i": i}), i)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                seq
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut conn = db.pool().acquire().await.unwrap();
+        let even = journal::read(&mut conn, "even", 0, 100).await.unwrap();
+        assert_eq!(
+            even.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=10).collect::<Vec<_>>()
+        );
+        let after = journal::read(&mut conn, "odd", 7, 100).await.unwrap();
+        assert_eq!(
+            after.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
+        let page = journal::read(&mut conn, "odd", 0, 3).await.unwrap();
+        assert_eq!(page.len(), 3);
+        assert!(
+            journal::read(&mut conn, "none", 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+fn draft(i: usize) -> ReceiptDraft {
+    let mut body = serde_json::Map::new();
+    body.insert("n".into(), serde_json::Value::String(i.to_string()));
+    ReceiptDraft {
+        schema: "oa.test.thing_receipt.v1".into(),
+        receipt_id: format!("rcpt_{i}"),
+        idempotency_key: format!("k{i}"),
+        links: vec![],
+        body,
+    }
+}
+
+#[tokio::test]
+async fn receipt_log_chains_under_concurrency() {
+    each_backend(|db| async move {
+        let log = ReceiptLog::new("test", Arc::new(ReceiptKey::generate()));
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let (db, log) = (db.clone(), log.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tx = db.begin().await.unwrap();
+                let r = log
+                    .append(&mut tx, draft(i), 1_700_000_000_000)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                r
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut conn = db.pool().acquire().await.unwrap();
+        let all = receipt_log::list(&mut conn, "test", 0, 100).await.unwrap();
+        assert_eq!(all.len(), 12);
+        assert!(
+            oa_receipts::verify_chain(&all).is_empty(),
+            "chain must verify"
+        );
+        for r in &all {
+            r.verify().expect("receipt verifies");
+        }
+        let ids: BTreeSet<_> = all.iter().map(|r| r.receipt_id.clone()).collect();
+        assert_eq!(ids.len(), 12);
+        assert_eq!(receipt_log::size(&mut conn, "test").await.unwrap(), 12);
+        let page = receipt_log::list(&mut conn, "test", 10, 100).await.unwrap();
+        assert_eq!(
+            page.iter().map(|r| r.log_index).collect::<Vec<_>>(),
+            vec![10, 11]
+        );
+        let found = receipt_log::get_by_hash(&mut conn, &all[3].hash)
+            .await
+            .unwrap();
+        assert_eq!(found.as_ref(), Some(&all[3]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rolled_back_receipt_leaves_no_trace() {
+    each_backend(|db| async move {
+        let log = ReceiptLog::new("test", Arc::new(ReceiptKey::generate()));
+        let mut tx = db.begin().await.unwrap();
+        log.append(&mut tx, draft(0), 1).await.unwrap();
+        tx.rollback().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let r = log.append(&mut tx, draft(1), 2).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(r.log_index, 0);
+        let mut conn = db.pool().acquire().await.unwrap();
+        assert_eq!(receipt_log::size(&mut conn, "test").await.unwrap(), 1);
+    })
+    .await;
+}
