@@ -1,0 +1,26 @@
+//! What every service shares, so that the five of them look and behave alike to callers and
+//! operators:
+//!
+//! - [`ApiError`]: the error envelope `{"error": {"code", "message", ...}}` with a stable code;
+//! - [`ProtoJson`]: request bodies in the proto3 JSON mapping, refused with typed 4xx errors;
+//! - [`ServiceRouter`]: `/healthz`, `/readyz`, `/metrics`, `/stats`, `/openapi.json`, request ids,
+//!   tracing, body-size and time limits, typed 404/405, and `NOT_SUPPORTED` for routes a service
+//!   declares but has not built;
+//! - [`serve`]: graceful shutdown on SIGINT/SIGTERM;
+//! - [`Clock`]: time behind a trait, so tests control it.
+
+mod clock;
+pub mod config;
+mod error;
+mod json;
+pub mod metrics;
+pub mod openapi;
+mod router;
+mod serve;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{CommonArgs, ServiceKeys};
+pub use error::{ApiError, grpc_status_to_api_error};
+pub use json::ProtoJson;
+pub use router::{Readiness, Route, RouteStatus, ServiceRouter, StatsSource};
+pub use serve::{init_tracing, serve, shutdown_signal};
