@@ -15,12 +15,13 @@ mod error;
 mod json;
 pub mod metrics;
 pub mod openapi;
+pub mod receipts;
 mod router;
 mod serve;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CommonArgs, ServiceKeys};
 pub use error::{ApiError, grpc_status_to_api_error};
-pub use json::ProtoJson;
+pub use json::{ProtoJson, parse as parse_json};
 pub use router::{Readiness, Route, RouteStatus, ServiceRouter, StatsSource};
 pub use serve::{init_tracing, serve, shutdown_signal};

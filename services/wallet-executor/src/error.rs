@@ -1,0 +1,93 @@
+//! The executor's errors and their single mapping to HTTP and gRPC.
+
+use http::StatusCode;
+use oa_service::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error(transparent)]
+    Invoice(#[from] oa_invoice::InvoiceError),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    IdempotencyKey(#[from] oa_store::idempotency::KeyError),
+    #[error("this idempotency key was used for a different request")]
+    IdempotencyConflict,
+    #[error("a payment for this payment hash already {0}")]
+    HashAlreadyUsed(&'static str),
+    #[error("{message}")]
+    CapExceeded {
+        reason_code: &'static str,
+        message: String,
+    },
+    #[error("no such payment")]
+    NotFound,
+    #[error("the Lightning node is unavailable: {0}")]
+    NodeUnavailable(String),
+    #[error("{0} is not supported by this backend")]
+    NotSupported(&'static str),
+    #[error(transparent)]
+    Store(#[from] oa_store::StoreError),
+}
+
+impl From<sqlx::Error> for WalletError {
+    fn from(e: sqlx::Error) -> Self {
+        WalletError::Store(e.into())
+    }
+}
+
+impl From<oa_receipts::ReceiptError> for WalletError {
+    fn from(e: oa_receipts::ReceiptError) -> Self {
+        WalletError::Store(e.into())
+    }
+}
+
+impl WalletError {
+    pub fn to_api(&self) -> ApiError {
+        match self {
+            WalletError::Invoice(e) => ApiError::bad_request(e.code(), e.to_string()),
+            WalletError::InvalidRequest(m) => ApiError::bad_request("INVALID_REQUEST", m.clone()),
+            WalletError::IdempotencyKey(e) => {
+                ApiError::bad_request("INVALID_IDEMPOTENCY_KEY", e.to_string())
+            }
+            WalletError::IdempotencyConflict => {
+                ApiError::conflict("IDEMPOTENCY_CONFLICT", self.to_string())
+            }
+            WalletError::HashAlreadyUsed(state) => ApiError::conflict(
+                match *state {
+                    "succeeded" => "PAYMENT_ALREADY_SUCCEEDED",
+                    "failed" => "PAYMENT_ALREADY_FAILED",
+                    _ => "PAYMENT_IN_FLIGHT",
+                },
+                self.to_string(),
+            ),
+            WalletError::CapExceeded {
+                reason_code,
+                message,
+            } => ApiError::new(StatusCode::FORBIDDEN, "CAP_EXCEEDED", message.clone())
+                .with_reason(*reason_code),
+            WalletError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", self.to_string())
+            }
+            WalletError::NodeUnavailable(_) => {
+                ApiError::unavailable("NODE_UNAVAILABLE", "the Lightning node is unavailable")
+            }
+            WalletError::NotSupported(what) => {
+                ApiError::not_supported(format!("{what} is not supported by this backend"))
+            }
+            WalletError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<WalletError> for tonic::Status {
+    fn from(e: WalletError) -> Self {
+        e.to_api().to_grpc_status()
+    }
+}
+
+impl axum::response::IntoResponse for WalletError {
+    fn into_response(self) -> axum::response::Response {
+        self.to_api().into_response()
+    }
+}

@@ -1,0 +1,263 @@
+//! wallet-executor: the custody boundary.
+//!
+//! The only process that holds Lightning node credentials and signs payments. Hydra pays through
+//! its gRPC custody channel; lightning-ops reads and changes channel policy through it. It pays
+//! each payment hash at most once, enforces hard caps that hold even if a caller is compromised,
+//! and issues a signed receipt for every terminal payment.
+
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod node;
+pub mod payments;
+pub mod store;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
+use oa_invoice::Network;
+use oa_money::Msat;
+use oa_proto::wallet::wallet_executor_server::WalletExecutorServer;
+use oa_service::{
+    Clock, CommonArgs, Route, ServiceRouter, SystemClock, metrics::Metrics, receipts,
+};
+use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::{
+    node::{LightningNode, sim::SimNetwork},
+    payments::{Caps, Payments},
+};
+
+pub const SERVICE: &str = "wallet-executor";
+
+pub static MIGRATIONS: MigrationSet = MigrationSet {
+    component: SERVICE,
+    migrations: &[(
+        1,
+        "payments",
+        include_str!("../migrations/0001_payments.sql"),
+    )],
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The embedded simulated Lightning network.
+    Sim,
+    /// LND over gRPC (not built in this version: start-up refuses it).
+    Lnd,
+}
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "wallet-executor",
+    about = "The custody boundary: pays Lightning invoices exactly once"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Address of the gRPC custody channel.
+    #[arg(long, env = "OA_GRPC_LISTEN")]
+    pub grpc_listen: SocketAddr,
+    #[arg(long, env = "OA_BACKEND", value_enum, default_value = "sim")]
+    pub backend: Backend,
+    /// bitcoin, testnet, signet or regtest.
+    #[arg(long, env = "OA_NETWORK", default_value = "regtest")]
+    pub network: Network,
+    /// Seed of the simulated network (same seed, same node keys).
+    #[arg(long, env = "OA_SIM_SEED", default_value_t = 1)]
+    pub sim_seed: u64,
+    /// Hard cap: amount plus fee limit of one payment.
+    #[arg(long, env = "OA_MAX_PAYMENT_MSAT", default_value_t = 100_000_000)]
+    pub max_payment_msat: u64,
+    /// Hard cap: amount plus fee limit committed in the rolling window.
+    #[arg(long, env = "OA_WINDOW_MAX_MSAT", default_value_t = 10_000_000_000)]
+    pub window_max_msat: u64,
+    /// Length of the rolling window.
+    #[arg(long, env = "OA_WINDOW_SECS", default_value_t = 3600)]
+    pub window_secs: u64,
+    /// Payee node ids (hex) allowed; none means any payee.
+    #[arg(long, env = "OA_PAYEE_ALLOWLIST", value_delimiter = ',')]
+    pub payee_allowlist: Vec<String>,
+}
+
+/// A built executor, not yet serving.
+pub struct App {
+    pub http: Router,
+    pub grpc: InterceptedService<
+        WalletExecutorServer<grpc::ExecutorGrpc>,
+        oa_auth::grpc::AuthInterceptor,
+    >,
+    pub payments: Arc<Payments>,
+    pub sim: Option<SimNetwork>,
+    pub db: Db,
+}
+
+fn caps(config: &Config) -> anyhow::Result<Caps> {
+    Ok(Caps {
+        max_payment: Msat::new(config.max_payment_msat).context("--max-payment-msat")?,
+        window_max: Msat::new(config.window_max_msat).context("--window-max-msat")?,
+        window: Duration::from_secs(config.window_secs.max(1)),
+        payee_allowlist: config.payee_allowlist.clone(),
+    })
+}
+
+/// Builds the executor from its configuration.
+pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+    build_with(config, clock, None).await
+}
+
+/// Like [`build`], on an existing simulated network (tests restart the executor against the same
+/// network, as a real node outlives the executor process).
+pub async fn build_with(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    sim: Option<SimNetwork>,
+) -> anyhow::Result<App> {
+    let keys = config.common.load_keys(SERVICE, SERVICE)?;
+    let db = config
+        .common
+        .open_db(&[&MIGRATIONS])
+        .await
+        .context("database")?;
+    let (node, sim): (Arc<dyn LightningNode>, Option<SimNetwork>) = match config.backend {
+        Backend::Sim => {
+            let sim = sim.unwrap_or_else(|| {
+                SimNetwork::default_topology(config.sim_seed, config.network, clock.clone())
+            });
+            (Arc::new(sim.clone()), Some(sim))
+        }
+        Backend::Lnd => {
+            anyhow::bail!("the lnd backend is not supported in this version; use --backend sim")
+        }
+    };
+    let log = ReceiptLog::new(SERVICE, keys.receipt_key.clone());
+    let payments = Arc::new(Payments::new(
+        db.clone(),
+        node.clone(),
+        log,
+        clock,
+        caps(config)?,
+        config.network,
+    ));
+    let grpc = InterceptedService::new(
+        WalletExecutorServer::new(grpc::ExecutorGrpc {
+            payments: payments.clone(),
+            node,
+        })
+        .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
+        oa_auth::grpc::interceptor(keys.verifier.clone()),
+    );
+
+    let api = Router::new()
+        .merge(receipts::router(receipts::ReceiptsState {
+            db: db.clone(),
+            service: SERVICE.into(),
+            key_id: keys.receipt_key.key_id().to_owned(),
+            verifier: keys.verifier.clone(),
+        }))
+        .merge(http::router(http::SimState {
+            sim: sim.clone(),
+            verifier: keys.verifier.clone(),
+        }));
+    let routes: Vec<Route> = receipts::ROUTES
+        .iter()
+        .chain(http::ROUTES.iter())
+        .copied()
+        .collect();
+    let ready_db = db.clone();
+    let stats_db = db.clone();
+    let http = ServiceRouter::new(SERVICE, api, Arc::new(Metrics::new()))
+        .routes(&routes)
+        .timeout(config.common.request_timeout())
+        .readiness(Arc::new(move || {
+            let db = ready_db.clone();
+            Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
+        }))
+        .stats(Arc::new(move || {
+            let db = stats_db.clone();
+            Box::pin(async move { stats(&db).await })
+        }))
+        .build();
+    Ok(App {
+        http,
+        grpc,
+        payments,
+        sim,
+        db,
+    })
+}
+
+async fn stats(db: &Db) -> serde_json::Value {
+    let rows: Result<Vec<(String, i64)>, sqlx::Error> =
+        sqlx::query_as("SELECT status, CAST(COUNT(*) AS BIGINT) FROM wallet_payments GROUP BY status ORDER BY status")
+            .fetch_all(db.pool())
+            .await;
+    match rows {
+        Ok(rows) => {
+            serde_json::json!({ "payments_by_status": rows.into_iter().collect::<std::collections::BTreeMap<_, _>>() })
+        }
+        Err(_) => serde_json::json!({}),
+    }
+}
+
+/// Serves a built executor on the given listeners until `shutdown` resolves.
+pub async fn serve(
+    app: App,
+    http: TcpListener,
+    grpc: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let recovered = app.payments.recover().await?;
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "tracking payments that were in flight before the restart"
+        );
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let grpc_shutdown = {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(app.grpc)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                grpc_shutdown,
+            ),
+    );
+    let http_shutdown = {
+        let mut rx = rx;
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    oa_service::serve(http, app.http, http_shutdown).await?;
+    grpc_task.await??;
+    app.db.close().await;
+    Ok(())
+}
+
+/// Runs the executor as a process: binds, serves, stops on SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    oa_service::init_tracing(config.common.log_json);
+    let app = build(&config, Arc::new(SystemClock)).await?;
+    let http = TcpListener::bind(config.common.listen)
+        .await
+        .context("bind HTTP")?;
+    let grpc = TcpListener::bind(config.grpc_listen)
+        .await
+        .context("bind gRPC")?;
+    tracing::info!(http = %config.common.listen, grpc = %config.grpc_listen, backend = ?config.backend, "wallet-executor listening");
+    serve(app, http, grpc, oa_service::shutdown_signal()).await
+}

@@ -1,0 +1,473 @@
+//! Exactly-once payments.
+//!
+//! 1. Validate the request and the executor's hard caps (they hold even if a caller is
+//!    compromised): per-payment maximum, rolling-window maximum, optional payee allowlist.
+//! 2. In one transaction: claim the idempotency key, check the payment hash was never used,
+//!    record the payment as in flight and count it against the window. Commit: the intent is
+//!    durable before anything is sent.
+//! 3. Send through the node (idempotent per payment hash by the node trait's contract).
+//! 4. On a terminal state, in one transaction: finish the payment (once, guarded by its status),
+//!    append the signed receipt, store the idempotent response. A payment still in flight is
+//!    tracked in the background; after a restart every in-flight payment is tracked, never re-sent.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use oa_invoice::{InvoicePolicy, Network, PaymentHash};
+use oa_money::Msat;
+use oa_proto::wallet;
+use oa_receipts::{Hash, Receipt, ReceiptDraft};
+use oa_service::Clock;
+use oa_store::{
+    Db,
+    idempotency::{self, Claim},
+    receipt_log::{self, ReceiptLog},
+};
+use serde::Serialize;
+
+use crate::{
+    error::WalletError,
+    node::{LightningNode, PayState, SendRequest},
+    store::{self, FAILED, IN_FLIGHT, PaymentRow, SUCCEEDED},
+};
+
+/// Longest a `PayInvoice` call waits for a terminal state before answering in flight.
+pub const MAX_PAY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Used when the caller gives no timeout.
+pub const DEFAULT_PAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// An invoice must stay valid this long after we accept it, to leave time to route.
+pub const MIN_EXPIRY_REMAINING: Duration = Duration::from_secs(10);
+/// The rolling window is counted in this many buckets; the oldest bucket counts whole, so the
+/// cap errs on the strict side by at most one bucket.
+const WINDOW_BUCKETS: u64 = 60;
+/// Backoff bounds for tracking a payment in flight.
+const TRACK_BACKOFF_MIN: Duration = Duration::from_millis(20);
+const TRACK_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// In-flight payments re-tracked per batch at start-up.
+const RECOVERY_BATCH: u32 = 500;
+
+pub const RECEIPT_SCHEMA: &str = "oa.wallet_executor.payment_receipt.v1";
+
+/// Hard caps from configuration.
+#[derive(Clone, Debug)]
+pub struct Caps {
+    pub max_payment: Msat,
+    pub window_max: Msat,
+    pub window: Duration,
+    /// Payee node ids (hex) allowed; empty allows all.
+    pub payee_allowlist: Vec<String>,
+}
+
+pub struct Payments {
+    pub db: Db,
+    pub node: Arc<dyn LightningNode>,
+    pub log: ReceiptLog,
+    pub clock: Arc<dyn Clock>,
+    pub caps: Caps,
+    pub network: Network,
+    tracking: Mutex<HashSet<String>>,
+}
+
+/// The body of a payment receipt (schema [`RECEIPT_SCHEMA`]). Absent values are omitted, never
+/// `null`, so the body survives every JSON and protobuf `Struct` mapping unchanged.
+#[derive(Serialize)]
+struct PaymentReceiptBody<'a> {
+    payment_hash: &'a str,
+    status: &'a str,
+    amount_msat: Msat,
+    fee_msat: Msat,
+    fee_limit_msat: Msat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preimage: Option<&'a str>,
+    payee_pubkey: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<&'a str>,
+    backend: &'a str,
+    #[serde(with = "oa_receipts::u64_string")]
+    created_at_ms: u64,
+}
+
+impl Payments {
+    pub fn new(
+        db: Db,
+        node: Arc<dyn LightningNode>,
+        log: ReceiptLog,
+        clock: Arc<dyn Clock>,
+        caps: Caps,
+        network: Network,
+    ) -> Self {
+        Self {
+            db,
+            node,
+            log,
+            clock,
+            caps,
+            network,
+            tracking: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Pays an invoice at most once. `caller` is the authenticated subject; idempotency keys are
+    /// scoped to it.
+    pub async fn pay(
+        self: &Arc<Self>,
+        caller: &str,
+        req: wallet::PayInvoiceRequest,
+    ) -> Result<wallet::PaymentResponse, WalletError> {
+        idempotency::validate_key(&req.idempotency_key)?;
+        let now = self.clock.now_ms();
+        let amount_override = match req.amount_msat {
+            0 => None,
+            v => Some(
+                Msat::new(v)
+                    .map_err(|e| WalletError::InvalidRequest(format!("amount_msat: {e}")))?,
+            ),
+        };
+        let fee_limit = Msat::new(req.fee_limit_msat)
+            .map_err(|e| WalletError::InvalidRequest(format!("fee_limit_msat: {e}")))?;
+        let timeout = match req.timeout_ms {
+            0 => DEFAULT_PAY_TIMEOUT,
+            ms => Duration::from_millis(u64::from(ms)).min(MAX_PAY_TIMEOUT),
+        };
+        let policy = InvoicePolicy {
+            network: self.network,
+            max_amount: Msat::MAX,
+            min_expiry_remaining: MIN_EXPIRY_REMAINING,
+        };
+        let invoice = oa_invoice::validate(&req.invoice, &policy, now, amount_override)?;
+        let committed = invoice
+            .amount
+            .checked_add(fee_limit)
+            .map_err(|_| WalletError::InvalidRequest("amount plus fee limit overflows".into()))?;
+        if committed > self.caps.max_payment {
+            return Err(WalletError::CapExceeded {
+                reason_code: "per_payment_max",
+                message: format!(
+                    "amount plus fee limit exceeds the per-payment maximum of {}",
+                    self.caps.max_payment
+                ),
+            });
+        }
+        if !self.caps.payee_allowlist.is_empty()
+            && !self.caps.payee_allowlist.contains(&invoice.payee_pubkey)
+        {
+            return Err(WalletError::CapExceeded {
+                reason_code: "payee_not_allowed",
+                message: "the payee is not on the executor's allowlist".into(),
+            });
+        }
+
+        let scope = format!("wallet.pay/{caller}");
+        let fingerprint = idempotency::fingerprint(&req)?;
+        let hash_hex = invoice.payment_hash.to_string();
+        let mut tx = self.db.begin().await?;
+        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
+            Claim::Conflict => return Err(WalletError::IdempotencyConflict),
+            Claim::Replay { response, .. } => {
+                tx.rollback().await?;
+                return oa_service::parse_json::<wallet::PaymentResponse>(response.as_bytes())
+                    .map_err(|_| {
+                        WalletError::Store(oa_store::StoreError::Corrupt("stored response".into()))
+                    });
+            }
+            Claim::InProgress { .. } => {
+                tx.rollback().await?;
+                return self.current(&scope, &req.idempotency_key).await;
+            }
+            Claim::New => {}
+        }
+        if let Some(existing) = store::get(&mut tx, &hash_hex).await? {
+            tx.rollback().await?;
+            return Err(WalletError::HashAlreadyUsed(
+                match existing.status.as_str() {
+                    SUCCEEDED => "succeeded",
+                    FAILED => "failed",
+                    _ => "in_flight",
+                },
+            ));
+        }
+        let bucket_ms = (u64::try_from(self.caps.window.as_millis()).unwrap_or(u64::MAX)
+            / WINDOW_BUCKETS)
+            .max(1);
+        let bucket = now / bucket_ms;
+        let window_used =
+            store::window_total(&mut tx, bucket.saturating_sub(WINDOW_BUCKETS - 1)).await?;
+        if window_used
+            .checked_add(committed)
+            .map_or(true, |t| t > self.caps.window_max)
+        {
+            tx.rollback().await?;
+            return Err(WalletError::CapExceeded {
+                reason_code: "rolling_window_max",
+                message: format!(
+                    "the rolling-window maximum of {} would be exceeded",
+                    self.caps.window_max
+                ),
+            });
+        }
+        let row = PaymentRow {
+            payment_hash: hash_hex.clone(),
+            idempotency_scope: scope.clone(),
+            idempotency_key: req.idempotency_key.clone(),
+            invoice: invoice.bolt11.clone(),
+            payee_pubkey: invoice.payee_pubkey.clone(),
+            amount: invoice.amount,
+            fee_limit,
+            status: IN_FLIGHT.into(),
+            fee: Msat::ZERO,
+            preimage: None,
+            failure_code: None,
+            failure_reason: None,
+            created_at_ms: now,
+            resolved_at_ms: None,
+            receipt_hash: None,
+        };
+        if let Err(e) = store::insert(&mut tx, &row).await {
+            // A concurrent request for the same hash (on PostgreSQL) won the primary key.
+            if e.is_unique_violation() {
+                return Err(WalletError::HashAlreadyUsed("in_flight"));
+            }
+            return Err(e.into());
+        }
+        store::add_to_bucket(&mut tx, bucket, committed.as_i64()).await?;
+        idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, &hash_hex).await?;
+        tx.commit().await?;
+
+        let send = SendRequest {
+            bolt11: invoice.bolt11,
+            payment_hash: invoice.payment_hash,
+            amount: invoice.amount,
+            fee_limit,
+            timeout,
+        };
+        let state = match tokio::time::timeout(timeout, self.node.pay(&send)).await {
+            Ok(Ok(state)) => state,
+            // Unknown outcome (node unreachable, or slow): never re-send; track it instead.
+            Ok(Err(e)) => {
+                tracing::warn!(payment_hash = %hash_hex, "pay returned an error, tracking: {e}");
+                PayState::InFlight
+            }
+            Err(_) => PayState::InFlight,
+        };
+        if state.is_terminal() {
+            self.finish(&hash_hex, state).await?;
+        } else {
+            self.spawn_tracker(invoice.payment_hash);
+        }
+        self.current(&scope, &req.idempotency_key).await
+    }
+
+    /// Records a terminal state once: payment row, window give-back, receipt and idempotent
+    /// response commit together.
+    async fn finish(&self, payment_hash: &str, state: PayState) -> Result<(), WalletError> {
+        let now = self.clock.now_ms();
+        let mut tx = self.db.begin().await?;
+        let Some(row) = store::get(&mut tx, payment_hash).await? else {
+            return Err(WalletError::NotFound);
+        };
+        let (status, fee, preimage, code, reason) = match &state {
+            PayState::Succeeded { preimage, fee } => {
+                (SUCCEEDED, *fee, Some(preimage.to_string()), None, None)
+            }
+            PayState::Failed { code, reason } => (
+                FAILED,
+                Msat::ZERO,
+                None,
+                Some(code.as_str()),
+                Some(reason.as_str()),
+            ),
+            PayState::InFlight => return Ok(()),
+        };
+        if !store::finish(
+            &mut tx,
+            payment_hash,
+            status,
+            fee,
+            preimage.as_deref(),
+            code,
+            reason,
+            now,
+        )
+        .await?
+        {
+            // Already finished by another task.
+            tx.rollback().await?;
+            return Ok(());
+        }
+        if status == FAILED {
+            let committed = row.amount.checked_add(row.fee_limit).unwrap_or(Msat::MAX);
+            let bucket_ms = (u64::try_from(self.caps.window.as_millis()).unwrap_or(u64::MAX)
+                / WINDOW_BUCKETS)
+                .max(1);
+            store::add_to_bucket(&mut tx, row.created_at_ms / bucket_ms, -committed.as_i64())
+                .await?;
+        }
+        let body = PaymentReceiptBody {
+            payment_hash,
+            status,
+            amount_msat: row.amount,
+            fee_msat: fee,
+            fee_limit_msat: row.fee_limit,
+            preimage: preimage.as_deref(),
+            payee_pubkey: &row.payee_pubkey,
+            failure_code: code,
+            failure_reason: reason,
+            backend: self.node.backend(),
+            created_at_ms: row.created_at_ms,
+        };
+        let draft = ReceiptDraft {
+            schema: RECEIPT_SCHEMA.into(),
+            receipt_id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
+            idempotency_key: row.idempotency_key.clone(),
+            links: vec![],
+            body: oa_receipts::body_from(&body)?,
+        };
+        let receipt = self.log.append(&mut tx, draft, now).await?;
+        store::set_receipt_hash(&mut tx, payment_hash, &receipt.hash.to_string()).await?;
+        let finished = store::get(&mut tx, payment_hash)
+            .await?
+            .ok_or(WalletError::NotFound)?;
+        let response = to_response(&finished, Some(&receipt));
+        let json = serde_json::to_string(&response)
+            .map_err(|e| WalletError::Store(oa_store::StoreError::Corrupt(e.to_string())))?;
+        idempotency::complete(
+            &mut tx,
+            &row.idempotency_scope,
+            &row.idempotency_key,
+            200,
+            &json,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The current state of the payment created under an idempotency key.
+    async fn current(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<wallet::PaymentResponse, WalletError> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(oa_store::StoreError::from)?;
+        let row = store::get_by_key(&mut conn, scope, key)
+            .await?
+            .ok_or(WalletError::NotFound)?;
+        let receipt = match &row.receipt_hash {
+            Some(h) => receipt_log::get_by_hash(&mut conn, &Hash::parse(h)?).await?,
+            None => None,
+        };
+        Ok(to_response(&row, receipt.as_ref()))
+    }
+
+    /// A payment by hash.
+    pub async fn get(&self, payment_hash: &str) -> Result<wallet::PaymentResponse, WalletError> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(oa_store::StoreError::from)?;
+        let row = store::get(&mut conn, payment_hash)
+            .await?
+            .ok_or(WalletError::NotFound)?;
+        let receipt = match &row.receipt_hash {
+            Some(h) => receipt_log::get_by_hash(&mut conn, &Hash::parse(h)?).await?,
+            None => None,
+        };
+        Ok(to_response(&row, receipt.as_ref()))
+    }
+
+    /// Tracks a payment in flight until it is terminal (never re-sends), with capped backoff.
+    pub fn spawn_tracker(self: &Arc<Self>, payment_hash: PaymentHash) {
+        let hex = payment_hash.to_string();
+        {
+            let mut t = self
+                .tracking
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !t.insert(hex.clone()) {
+                return;
+            }
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut backoff = TRACK_BACKOFF_MIN;
+            loop {
+                match this.node.track(&payment_hash).await {
+                    Ok(state) if state.is_terminal() => match this.finish(&hex, state).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::error!(payment_hash = %hex, "could not record payment result: {e}")
+                        }
+                    },
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(payment_hash = %hex, "tracking failed, will retry: {e}")
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(TRACK_BACKOFF_MAX);
+            }
+            this.tracking
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&hex);
+        });
+    }
+
+    /// After a restart: track every payment that was in flight. Returns how many.
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, WalletError> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(oa_store::StoreError::from)?;
+        let rows = store::in_flight(&mut conn, RECOVERY_BATCH).await?;
+        drop(conn);
+        for row in &rows {
+            match row.payment_hash.parse::<PaymentHash>() {
+                Ok(h) => self.spawn_tracker(h),
+                Err(_) => {
+                    tracing::error!(payment_hash = %row.payment_hash, "stored payment hash is not hex")
+                }
+            }
+        }
+        Ok(rows.len())
+    }
+}
+
+fn to_response(row: &PaymentRow, receipt: Option<&Receipt>) -> wallet::PaymentResponse {
+    let status = match row.status.as_str() {
+        SUCCEEDED => wallet::PaymentStatus::Succeeded,
+        FAILED => wallet::PaymentStatus::Failed,
+        _ => wallet::PaymentStatus::InFlight,
+    };
+    wallet::PaymentResponse {
+        payment: Some(wallet::WalletPayment {
+            payment_hash: row.payment_hash.clone(),
+            status: status as i32,
+            amount_msat: row.amount.as_u64(),
+            fee_msat: row.fee.as_u64(),
+            fee_limit_msat: row.fee_limit.as_u64(),
+            preimage: row.preimage.clone().unwrap_or_default(),
+            failure_code: row.failure_code.clone().unwrap_or_default(),
+            failure_reason: row.failure_reason.clone().unwrap_or_default(),
+            idempotency_key: row.idempotency_key.clone(),
+            created_at_ms: row.created_at_ms,
+            resolved_at_ms: row.resolved_at_ms.unwrap_or(0),
+        }),
+        receipt: receipt.map(oa_service::receipts::to_proto),
+    }
+}

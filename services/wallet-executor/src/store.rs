@@ -1,0 +1,205 @@
+//! SQL for the executor's payments and spending window.
+
+use oa_money::Msat;
+use oa_store::StoreError;
+use sqlx::{Any, AnyConnection, Row, any::AnyRow};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentRow {
+    pub payment_hash: String,
+    pub idempotency_scope: String,
+    pub idempotency_key: String,
+    pub invoice: String,
+    pub payee_pubkey: String,
+    pub amount: Msat,
+    pub fee_limit: Msat,
+    pub status: String,
+    pub fee: Msat,
+    pub preimage: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_reason: Option<String>,
+    pub created_at_ms: u64,
+    pub resolved_at_ms: Option<u64>,
+    pub receipt_hash: Option<String>,
+}
+
+pub const IN_FLIGHT: &str = "in_flight";
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
+
+const COLUMNS: &str = "payment_hash, idempotency_scope, idempotency_key, invoice, payee_pubkey, amount_msat, \
+    fee_limit_msat, status, fee_msat, preimage, failure_code, failure_reason, created_at_ms, resolved_at_ms, receipt_hash";
+
+fn ms(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt("timestamp overflow".into()))
+}
+
+fn msat(v: i64) -> Result<Msat, StoreError> {
+    Msat::from_i64(v).map_err(|e| StoreError::Corrupt(format!("amount column: {e}")))
+}
+
+fn decode(r: &AnyRow) -> Result<PaymentRow, StoreError> {
+    let u = |v: i64| u64::try_from(v).map_err(|_| StoreError::Corrupt("negative timestamp".into()));
+    Ok(PaymentRow {
+        payment_hash: r.try_get("payment_hash")?,
+        idempotency_scope: r.try_get("idempotency_scope")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        invoice: r.try_get("invoice")?,
+        payee_pubkey: r.try_get("payee_pubkey")?,
+        amount: msat(r.try_get("amount_msat")?)?,
+        fee_limit: msat(r.try_get("fee_limit_msat")?)?,
+        status: r.try_get("status")?,
+        fee: msat(r.try_get("fee_msat")?)?,
+        preimage: r.try_get("preimage")?,
+        failure_code: r.try_get("failure_code")?,
+        failure_reason: r.try_get("failure_reason")?,
+        created_at_ms: u(r.try_get("created_at_ms")?)?,
+        resolved_at_ms: r
+            .try_get::<Option<i64>, _>("resolved_at_ms")?
+            .map(u)
+            .transpose()?,
+        receipt_hash: r.try_get("receipt_hash")?,
+    })
+}
+
+pub async fn insert(conn: &mut AnyConnection, p: &PaymentRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO wallet_payments (payment_hash, idempotency_scope, idempotency_key, invoice, payee_pubkey,
+            amount_msat, fee_limit_msat, status, fee_msat, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
+    )
+    .bind(&p.payment_hash)
+    .bind(&p.idempotency_scope)
+    .bind(&p.idempotency_key)
+    .bind(&p.invoice)
+    .bind(&p.payee_pubkey)
+    .bind(p.amount.as_i64())
+    .bind(p.fee_limit.as_i64())
+    .bind(&p.status)
+    .bind(ms(p.created_at_ms)?)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(
+    conn: &mut AnyConnection,
+    payment_hash: &str,
+) -> Result<Option<PaymentRow>, StoreError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM wallet_payments WHERE payment_hash = $1"
+    ));
+    sqlx::query::<Any>(sql)
+        .bind(payment_hash)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(decode)
+        .transpose()
+}
+
+pub async fn get_by_key(
+    conn: &mut AnyConnection,
+    scope: &str,
+    key: &str,
+) -> Result<Option<PaymentRow>, StoreError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM wallet_payments WHERE idempotency_scope = $1 AND idempotency_key = $2"
+    ));
+    sqlx::query::<Any>(sql)
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(decode)
+        .transpose()
+}
+
+pub async fn in_flight(
+    conn: &mut AnyConnection,
+    limit: u32,
+) -> Result<Vec<PaymentRow>, StoreError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM wallet_payments WHERE status = 'in_flight' ORDER BY created_at_ms LIMIT $1"
+    ));
+    sqlx::query::<Any>(sql)
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+}
+
+/// Moves an in-flight payment to its terminal state. Returns false if it was not in flight
+/// (another task finished it first): the `status = 'in_flight'` guard makes finishing happen once.
+#[allow(clippy::too_many_arguments)]
+pub async fn finish(
+    conn: &mut AnyConnection,
+    payment_hash: &str,
+    status: &str,
+    fee: Msat,
+    preimage: Option<&str>,
+    failure_code: Option<&str>,
+    failure_reason: Option<&str>,
+    resolved_at_ms: u64,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "UPDATE wallet_payments SET status = $2, fee_msat = $3, preimage = $4, failure_code = $5,
+            failure_reason = $6, resolved_at_ms = $7
+         WHERE payment_hash = $1 AND status = 'in_flight'",
+    )
+    .bind(payment_hash)
+    .bind(status)
+    .bind(fee.as_i64())
+    .bind(preimage)
+    .bind(failure_code)
+    .bind(failure_reason)
+    .bind(ms(resolved_at_ms)?)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+pub async fn set_receipt_hash(
+    conn: &mut AnyConnection,
+    payment_hash: &str,
+    hash: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE wallet_payments SET receipt_hash = $2 WHERE payment_hash = $1")
+        .bind(payment_hash)
+        .bind(hash)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Adds `delta_msat` (negative to give back) to a spending bucket.
+pub async fn add_to_bucket(
+    conn: &mut AnyConnection,
+    bucket: u64,
+    delta_msat: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO wallet_spend_buckets (bucket, amount_msat) VALUES ($1, $2)
+         ON CONFLICT (bucket) DO UPDATE SET amount_msat = wallet_spend_buckets.amount_msat + $2",
+    )
+    .bind(ms(bucket)?)
+    .bind(delta_msat)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Total committed in buckets `>= from_bucket`.
+pub async fn window_total(conn: &mut AnyConnection, from_bucket: u64) -> Result<Msat, StoreError> {
+    let total: i64 = sqlx::query_scalar::<Any, i64>(
+        "SELECT CAST(COALESCE(SUM(amount_msat), 0) AS BIGINT) FROM wallet_spend_buckets WHERE bucket >= $1",
+    )
+    .bind(ms(from_bucket)?)
+    .fetch_one(conn)
+    .await?;
+    msat(total.max(0))
+}

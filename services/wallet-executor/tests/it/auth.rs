@@ -1,0 +1,100 @@
+use std::time::Duration;
+
+use oa_proto::wallet::{self, wallet_executor_client::WalletExecutorClient};
+use tonic::{Request, transport::Channel};
+
+use crate::harness::{Harness, pay_req};
+
+async fn raw(h: &Harness) -> WalletExecutorClient<Channel> {
+    WalletExecutorClient::connect(format!("http://{}", h.grpc_addr))
+        .await
+        .unwrap()
+}
+
+fn with_token<T>(msg: T, token: Option<&str>) -> Request<T> {
+    let mut r = Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    r
+}
+
+/// Every RPC, with a token of the given kind, must be refused with `code`.
+async fn refused_everywhere(h: &Harness, token: Option<&str>, code: tonic::Code) {
+    let mut c = raw(h).await;
+    let inv = h.invoice("carol", 1_000);
+    let e = c
+        .pay_invoice(with_token(pay_req("k", &inv, 0), token))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), code, "pay_invoice: {e:?}");
+    let e = c
+        .get_payment(with_token(
+            wallet::GetPaymentRequest {
+                payment_hash: "00".repeat(32),
+            },
+            token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), code, "get_payment: {e:?}");
+    let e = c
+        .get_info(with_token(wallet::GetInfoRequest {}, token))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), code, "get_info: {e:?}");
+}
+
+#[tokio::test]
+async fn refuses_callers_without_a_valid_token_on_every_rpc() {
+    let h = Harness::start(&[]).await;
+    let ops = h.ring.identity("lightning-ops").unwrap();
+    let hydra = h.ring.identity("hydra").unwrap();
+    refused_everywhere(&h, None, tonic::Code::Unauthenticated).await;
+    refused_everywhere(&h, Some("not.a.token"), tonic::Code::Unauthenticated).await;
+    let wrong_aud = hydra
+        .mint("hydra", &["wallet:pay"], Duration::from_secs(60))
+        .unwrap();
+    refused_everywhere(&h, Some(&wrong_aud), tonic::Code::Unauthenticated).await;
+    let expired = hydra
+        .mint_at(
+            "wallet-executor",
+            &["wallet:pay"],
+            Duration::from_secs(60),
+            oa_auth::unix_now_secs() - 3_600,
+        )
+        .unwrap();
+    refused_everywhere(&h, Some(&expired), tonic::Code::Unauthenticated).await;
+    // lightning-ops' key may not grant wallet:pay at all.
+    let overreach = ops
+        .mint("wallet-executor", &["wallet:pay"], Duration::from_secs(60))
+        .unwrap();
+    refused_everywhere(&h, Some(&overreach), tonic::Code::PermissionDenied).await;
+    // A valid token with an unrelated scope.
+    let other = h
+        .ring
+        .operator_token(
+            "wallet-executor",
+            &["treasury:pay"],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    refused_everywhere(&h, Some(&other), tonic::Code::PermissionDenied).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_read_scope_can_read_but_not_pay() {
+    let h = Harness::start(&[]).await;
+    let mut c = h
+        .client_as("lightning-ops", "wallet-executor", &["wallet:read"])
+        .await;
+    c.get_info(wallet::GetInfoRequest {}).await.unwrap();
+    let e = c
+        .pay_invoice(pay_req("k", &h.invoice("carol", 1_000), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    h.stop().await;
+}

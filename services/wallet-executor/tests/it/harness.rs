@@ -1,0 +1,144 @@
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use clap::Parser;
+use oa_proto::wallet::{self, wallet_executor_client::WalletExecutorClient};
+use oa_service::{Clock, SystemClock};
+use oa_testkit::DevKeyring;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use wallet_executor::{App, Config, node::sim::SimNetwork};
+
+pub type Client =
+    WalletExecutorClient<InterceptedService<Channel, oa_auth::grpc::BearerInterceptor>>;
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub ring: DevKeyring,
+    pub grpc_addr: SocketAddr,
+    pub sim: SimNetwork,
+    pub config: Config,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn config(dir: &std::path::Path, ring: &DevKeyring, extra: &[&str]) -> Config {
+    let db = format!("sqlite://{}", dir.join("wallet.db").display());
+    let mut args = vec![
+        "wallet-executor".to_owned(),
+        "--listen=127.0.0.1:0".into(),
+        "--grpc-listen=127.0.0.1:0".into(),
+        format!("--database-url={db}"),
+        format!(
+            "--receipt-key-file={}",
+            ring.receipt_key_file("wallet-executor").display()
+        ),
+        format!("--trust-file={}", ring.trust_file().display()),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Config::parse_from(args)
+}
+
+impl Harness {
+    pub async fn start(extra: &[&str]) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = DevKeyring::ensure(dir.path()).unwrap();
+        let config = config(dir.path(), &ring, extra);
+        Self::start_with(dir, ring, config, None).await
+    }
+
+    /// Starts (or restarts) the executor; `sim` carries the simulated network across a restart,
+    /// as a real node outlives the executor process.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        ring: DevKeyring,
+        config: Config,
+        sim: Option<SimNetwork>,
+    ) -> Harness {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let app: App = wallet_executor::build_with(&config, clock, sim)
+            .await
+            .unwrap();
+        let sim = app.sim.clone().unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_addr = grpc.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(wallet_executor::serve(app, http, grpc, async move {
+            let _ = rx.await;
+        }));
+        Harness {
+            dir,
+            ring,
+            grpc_addr,
+            sim,
+            config,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) -> (tempfile::TempDir, DevKeyring, Config, SimNetwork) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+        (self.dir, self.ring, self.config, self.sim)
+    }
+
+    pub async fn client_as(&self, identity: &str, audience: &str, scopes: &[&str]) -> Client {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let id = self.ring.identity(identity).unwrap();
+        let bearer = oa_auth::grpc::BearerInterceptor::new(
+            id,
+            audience,
+            scopes.iter().copied(),
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        WalletExecutorClient::with_interceptor(channel, bearer)
+    }
+
+    /// Hydra's view: its own identity with the pay scope.
+    pub async fn hydra(&self) -> Client {
+        self.client_as("hydra", "wallet-executor", &["wallet:pay"])
+            .await
+    }
+
+    pub fn invoice(&self, node: &str, amount_msat: u64) -> String {
+        self.sim
+            .create_invoice(
+                node,
+                oa_money::Msat::new(amount_msat)
+                    .ok()
+                    .filter(|m| !m.is_zero()),
+                "test",
+                Duration::from_secs(600),
+            )
+            .unwrap()
+            .bolt11
+    }
+}
+
+pub fn pay_req(key: &str, invoice: &str, fee_limit_msat: u64) -> wallet::PayInvoiceRequest {
+    wallet::PayInvoiceRequest {
+        idempotency_key: key.into(),
+        invoice: invoice.into(),
+        amount_msat: 0,
+        fee_limit_msat,
+        timeout_ms: 5_000,
+    }
+}
+
+pub fn error_code(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get("oa-error-code")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
