@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod receipts;
 mod router;
+mod scope;
 mod serve;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -24,4 +25,5 @@ pub use config::{CommonArgs, ServiceKeys};
 pub use error::{ApiError, grpc_status_to_api_error};
 pub use json::{ProtoJson, parse as parse_json};
 pub use router::{Readiness, Route, RouteStatus, ServiceRouter, StatsSource};
+pub use scope::{ScopeName, Scoped};
 pub use serve::{init_tracing, serve, shutdown_signal};

@@ -8,15 +8,16 @@ use axum::{
     extract::{FromRef, State},
     routing::post,
 };
-use oa_auth::{Authenticated, Verifier};
+use oa_auth::Verifier;
 use oa_money::Msat;
 use oa_proto::wallet;
-use oa_service::{ApiError, ProtoJson, Route};
+use oa_service::{ApiError, ProtoJson, Route, Scoped};
 
 use crate::node::sim::SimNetwork;
 
 /// Scope to create invoices on the simulated network.
 pub const SCOPE_SIM: &str = "wallet:sim";
+oa_service::scope!(Sim, "wallet:sim");
 /// Default expiry of a simulated invoice.
 const DEFAULT_EXPIRY: Duration = Duration::from_secs(3600);
 
@@ -49,10 +50,9 @@ pub fn router(state: SimState) -> Router {
 
 async fn create_invoice(
     State(s): State<SimState>,
-    auth: Authenticated,
+    _auth: Scoped<Sim>,
     ProtoJson(req): ProtoJson<wallet::CreateSimInvoiceRequest>,
 ) -> Result<Json<wallet::CreateSimInvoiceResponse>, ApiError> {
-    auth.require_scope(SCOPE_SIM)?;
     let Some(sim) = s.sim else {
         return Err(ApiError::not_supported(
             "invoice creation on a simulated payee needs the sim backend",

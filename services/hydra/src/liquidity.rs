@@ -1,0 +1,583 @@
+//! Liquidity: quote and pay BOLT11 invoices from the pool, exactly once per quote.
+//!
+//! A quote fixes the invoice, the amount and a fee limit for a bounded time. Paying it moves it
+//! `open -> paying` with a guarded update (one winner however many callers race), sends it through
+//! the wallet-executor under an idempotency key derived from the quote (so every retry, and the
+//! tracker after a crash, asks for the same payment), and on the executor's terminal answer
+//! records `paid` or `failed` with Hydra's receipt, which links the executor's, in one transaction.
+//!
+//! Fee limit rule (deterministic): `min(max_fee_msat, max(fee_floor, ceil(amount * fee_ppm / 1e6)))`.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use oa_invoice::{InvoicePolicy, Network};
+use oa_money::Msat;
+use oa_proto::{hydra, wallet};
+use oa_receipts::{Hash, Receipt, ReceiptDraft};
+use oa_service::{ApiError, Clock};
+use oa_store::{
+    Db,
+    idempotency::{self, Claim},
+    journal,
+    receipt_log::{self, ReceiptLog},
+};
+use serde::Serialize;
+
+use crate::{
+    error::HydraError,
+    executor::Executor,
+    store::{self, FAILED, OPEN, PAID, PAYING, QuoteRow},
+};
+
+pub const RECEIPT_SCHEMA: &str = "oa.hydra.invoice_pay_receipt.v1";
+/// The executor's receipt schema that an invoice-pay receipt links.
+pub const EXECUTOR_SCHEMA: &str = "oa.wallet_executor.payment_receipt.v1";
+/// Longest quote lifetime accepted in configuration.
+pub const MAX_QUOTE_TTL: Duration = Duration::from_secs(600);
+/// How long a pay call waits at the executor before answering that the payment is in flight.
+const PAY_WAIT_MS: u32 = 20_000;
+/// Backoff bounds while a payment is in flight or the executor is unreachable.
+const TRACK_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const TRACK_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Quotes in `paying` re-driven per batch at start-up.
+const RECOVERY_BATCH: u32 = 500;
+/// Longest `payer_ref`.
+const MAX_PAYER_REF_LEN: usize = 128;
+
+#[derive(Clone, Debug)]
+pub struct LiquidityConfig {
+    pub network: Network,
+    pub quote_ttl: Duration,
+    pub max_invoice: Msat,
+    pub fee_floor: Msat,
+    pub fee_ppm: u32,
+}
+
+pub struct Liquidity {
+    pub db: Db,
+    pub executor: Arc<dyn Executor>,
+    pub log: ReceiptLog,
+    pub clock: Arc<dyn Clock>,
+    pub config: LiquidityConfig,
+    /// Trusted executor receipt key ids (hex); empty trusts the key the receipt names, after
+    /// checking its signature (development).
+    pub executor_keys: Vec<String>,
+    tracking: Mutex<HashSet<String>>,
+}
+
+#[derive(Serialize)]
+struct InvoicePayBody<'a> {
+    quote_id: &'a str,
+    payment_hash: &'a str,
+    status: &'a str,
+    amount_msat: Msat,
+    fee_msat: Msat,
+    fee_limit_msat: Msat,
+    payer_ref: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preimage: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_code: Option<&'a str>,
+    executor_receipt: String,
+}
+
+impl Liquidity {
+    pub fn new(
+        db: Db,
+        executor: Arc<dyn Executor>,
+        log: ReceiptLog,
+        clock: Arc<dyn Clock>,
+        config: LiquidityConfig,
+        executor_keys: Vec<String>,
+    ) -> Self {
+        Self {
+            db,
+            executor,
+            log,
+            clock,
+            config,
+            executor_keys,
+            tracking: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The fee limit of a quote (see the module docs).
+    pub fn fee_limit(&self, amount: Msat, max_fee: Msat) -> Msat {
+        let proportional = amount.ppm_ceil(self.config.fee_ppm).unwrap_or(Msat::MAX);
+        proportional.max(self.config.fee_floor).min(max_fee)
+    }
+
+    pub async fn quote(
+        &self,
+        caller: &str,
+        req: hydra::QuotePayRequest,
+    ) -> Result<hydra::QuotePayResponse, HydraError> {
+        idempotency::validate_key(&req.idempotency_key)?;
+        if req.payer_ref.len() > MAX_PAYER_REF_LEN {
+            return Err(HydraError::InvalidRequest(format!(
+                "payer_ref is longer than {MAX_PAYER_REF_LEN} characters"
+            )));
+        }
+        let now = self.clock.now_ms();
+        let amount_override = match req.amount_msat {
+            0 => None,
+            v => Some(
+                Msat::new(v)
+                    .map_err(|e| HydraError::InvalidRequest(format!("amount_msat: {e}")))?,
+            ),
+        };
+        let max_fee = Msat::new(req.max_fee_msat)
+            .map_err(|e| HydraError::InvalidRequest(format!("max_fee_msat: {e}")))?;
+        let policy = InvoicePolicy {
+            network: self.config.network,
+            max_amount: self.config.max_invoice,
+            // The invoice must outlive the quote, so a payment of a live quote is never refused
+            // for an expired invoice.
+            min_expiry_remaining: self.config.quote_ttl,
+        };
+        let invoice = oa_invoice::validate(&req.invoice, &policy, now, amount_override)?;
+        let ttl_ms = u64::try_from(self.config.quote_ttl.as_millis()).unwrap_or(u64::MAX);
+        let row = QuoteRow {
+            quote_id: format!("q_{}", uuid::Uuid::now_v7().simple()),
+            payment_hash: invoice.payment_hash.to_string(),
+            invoice: invoice.bolt11,
+            amount: invoice.amount,
+            fee_limit: self.fee_limit(invoice.amount, max_fee),
+            payer_ref: req.payer_ref.clone(),
+            state: OPEN.into(),
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(ttl_ms),
+            pay_idempotency_key: None,
+            pay_idempotency_scope: None,
+            fee: Msat::ZERO,
+            preimage: None,
+            failure_code: None,
+            failure_reason: None,
+            executor_receipt: None,
+            receipt_hash: None,
+        };
+        let scope = format!("hydra.quote_pay/{caller}");
+        let fingerprint = idempotency::fingerprint(&req)?;
+        let mut tx = self.db.begin().await?;
+        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
+            Claim::Conflict => return Err(HydraError::IdempotencyConflict),
+            Claim::Replay { response, .. } => {
+                tx.rollback().await?;
+                return oa_service::parse_json(response.as_bytes())
+                    .map_err(|_| corrupt("stored quote response"));
+            }
+            // Quoting is one short transaction, so "in progress" can only be a rolled-back claim.
+            Claim::InProgress { .. } => {
+                return Err(HydraError::Executor(
+                    ApiError::conflict(
+                        "REQUEST_IN_PROGRESS",
+                        "the same request is being processed",
+                    )
+                    .retryable(),
+                ));
+            }
+            Claim::New => {}
+        }
+        store::insert(&mut tx, &row).await?;
+        let response = hydra::QuotePayResponse {
+            quote: Some(to_quote(&row)),
+        };
+        let json = serde_json::to_string(&response).map_err(|e| corrupt(&e.to_string()))?;
+        idempotency::complete(&mut tx, &scope, &req.idempotency_key, 200, &json, now).await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+
+    pub async fn pay(
+        self: &Arc<Self>,
+        caller: &str,
+        req: hydra::PayRequest,
+    ) -> Result<hydra::PayResponse, HydraError> {
+        idempotency::validate_key(&req.idempotency_key)?;
+        if req.quote_id.is_empty() || req.quote_id.len() > 64 {
+            return Err(HydraError::InvalidRequest("quote_id is required".into()));
+        }
+        let now = self.clock.now_ms();
+        let scope = format!("hydra.pay/{caller}");
+        let fingerprint = idempotency::fingerprint(&req)?;
+        let mut tx = self.db.begin().await?;
+        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
+            Claim::Conflict => return Err(HydraError::IdempotencyConflict),
+            Claim::Replay { response, .. } => {
+                tx.rollback().await?;
+                return oa_service::parse_json(response.as_bytes())
+                    .map_err(|_| corrupt("stored pay response"));
+            }
+            Claim::InProgress { .. } => {
+                tx.rollback().await?;
+                return self.current(&req.quote_id).await;
+            }
+            Claim::New => {}
+        }
+        if !store::start_paying(&mut tx, &req.quote_id, &scope, &req.idempotency_key, now).await? {
+            let existing = store::get(&mut tx, &req.quote_id).await?;
+            tx.rollback().await?;
+            return Err(match existing {
+                None => HydraError::QuoteNotFound,
+                Some(q) if q.state == OPEN => HydraError::QuoteExpired,
+                Some(_) => HydraError::QuoteAlreadyUsed,
+            });
+        }
+        idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, &req.quote_id).await?;
+        tx.commit().await?;
+        self.drive(&req.quote_id).await?;
+        self.current(&req.quote_id).await
+    }
+
+    /// Drives a quote in `paying`: one attempt now, then the tracker if it is not terminal yet.
+    async fn drive(self: &Arc<Self>, quote_id: &str) -> Result<(), HydraError> {
+        match self.attempt(quote_id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.spawn_tracker(quote_id.to_owned());
+                Ok(())
+            }
+            Err(HydraError::Executor(e)) => {
+                tracing::warn!(%quote_id, code = %e.code, "executor did not answer; tracking");
+                self.spawn_tracker(quote_id.to_owned());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the executor for the quote's payment and records a terminal answer. Asking again is
+    /// always safe: the idempotency key is derived from the quote, and the executor answers a
+    /// repeated key with the same payment. Returns whether the quote is now terminal.
+    async fn attempt(&self, quote_id: &str) -> Result<bool, HydraError> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(oa_store::StoreError::from)?;
+        let quote = store::get(&mut conn, quote_id)
+            .await?
+            .ok_or(HydraError::QuoteNotFound)?;
+        drop(conn);
+        if quote.state != PAYING {
+            return Ok(true);
+        }
+        let req = wallet::PayInvoiceRequest {
+            idempotency_key: format!("hydra:{}", quote.quote_id),
+            invoice: quote.invoice.clone(),
+            amount_msat: quote.amount.as_u64(),
+            fee_limit_msat: quote.fee_limit.as_u64(),
+            timeout_ms: PAY_WAIT_MS,
+        };
+        match self.executor.pay(req).await {
+            Ok(resp) => match resp.payment.as_ref().map(wallet::WalletPayment::status) {
+                Some(wallet::PaymentStatus::Succeeded | wallet::PaymentStatus::Failed) => {
+                    self.finish(&quote, &resp).await?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+            // The executor refused the payment itself (its caps, a hash paid before, ...): nothing
+            // was sent under this key, so the quote fails with the executor's code.
+            Err(e)
+                if !e.retryable && e.status.is_client_error() && e.code != "PAYMENT_IN_FLIGHT" =>
+            {
+                self.fail_refused(&quote, &e).await?;
+                Ok(true)
+            }
+            Err(e) => Err(HydraError::Executor(e)),
+        }
+    }
+
+    async fn fail_refused(&self, quote: &QuoteRow, e: &ApiError) -> Result<(), HydraError> {
+        self.record(
+            quote,
+            FAILED,
+            Msat::ZERO,
+            None,
+            Some(&e.code),
+            Some(&e.message),
+            None,
+        )
+        .await
+    }
+
+    async fn finish(
+        &self,
+        quote: &QuoteRow,
+        resp: &wallet::PaymentResponse,
+    ) -> Result<(), HydraError> {
+        let payment = resp
+            .payment
+            .as_ref()
+            .ok_or_else(|| HydraError::BadExecutorReceipt("no payment".into()))?;
+        let proto = resp.receipt.as_ref().ok_or_else(|| {
+            HydraError::BadExecutorReceipt("terminal payment without a receipt".into())
+        })?;
+        let receipt = self.check_executor_receipt(quote, payment, proto)?;
+        let (state, preimage, code, reason) =
+            if payment.status() == wallet::PaymentStatus::Succeeded {
+                (PAID, Some(payment.preimage.as_str()), None, None)
+            } else {
+                (
+                    FAILED,
+                    None,
+                    Some(payment.failure_code.as_str()),
+                    Some(payment.failure_reason.as_str()),
+                )
+            };
+        let fee = Msat::new(payment.fee_msat)
+            .map_err(|e| HydraError::BadExecutorReceipt(e.to_string()))?;
+        self.record(quote, state, fee, preimage, code, reason, Some(&receipt))
+            .await
+    }
+
+    /// Verifies the executor's receipt: signature, trusted key, the schema, and that it is about
+    /// this quote's payment (hash and amount).
+    fn check_executor_receipt(
+        &self,
+        quote: &QuoteRow,
+        payment: &wallet::WalletPayment,
+        proto: &oa_proto::common::Receipt,
+    ) -> Result<Receipt, HydraError> {
+        let receipt =
+            oa_service::receipts::from_proto(proto).map_err(HydraError::BadExecutorReceipt)?;
+        receipt
+            .verify()
+            .map_err(|e| HydraError::BadExecutorReceipt(e.to_string()))?;
+        if !self.executor_keys.is_empty() && !self.executor_keys.contains(&receipt.issuer.key_id) {
+            return Err(HydraError::BadExecutorReceipt(
+                "signed by an untrusted key".into(),
+            ));
+        }
+        let body_is = |k: &str, v: &str| receipt.body.get(k).and_then(|x| x.as_str()) == Some(v);
+        if receipt.schema != EXECUTOR_SCHEMA
+            || !body_is("payment_hash", &quote.payment_hash)
+            || !body_is("amount_msat", &quote.amount.as_u64().to_string())
+            || payment.payment_hash != quote.payment_hash
+        {
+            return Err(HydraError::BadExecutorReceipt(
+                "receipt is not about this quote's payment".into(),
+            ));
+        }
+        Ok(receipt)
+    }
+
+    /// Records the terminal state, Hydra's receipt and the idempotent response, once.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        quote: &QuoteRow,
+        state: &str,
+        fee: Msat,
+        preimage: Option<&str>,
+        code: Option<&str>,
+        reason: Option<&str>,
+        executor_receipt: Option<&Receipt>,
+    ) -> Result<(), HydraError> {
+        let now = self.clock.now_ms();
+        let exec_json = executor_receipt
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| corrupt(&e.to_string()))?;
+        let mut tx = self.db.begin().await?;
+        if !store::finish(
+            &mut tx,
+            &quote.quote_id,
+            state,
+            fee,
+            preimage,
+            code,
+            reason,
+            exec_json.as_deref(),
+            now,
+        )
+        .await?
+        {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        let body = InvoicePayBody {
+            quote_id: &quote.quote_id,
+            payment_hash: &quote.payment_hash,
+            status: if state == PAID { "succeeded" } else { "failed" },
+            amount_msat: quote.amount,
+            fee_msat: fee,
+            fee_limit_msat: quote.fee_limit,
+            payer_ref: &quote.payer_ref,
+            preimage,
+            failure_code: code,
+            executor_receipt: executor_receipt.map_or_else(String::new, |r| r.hash.to_string()),
+        };
+        let draft = ReceiptDraft {
+            schema: RECEIPT_SCHEMA.into(),
+            receipt_id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
+            idempotency_key: quote.pay_idempotency_key.clone().unwrap_or_default(),
+            links: executor_receipt.map(|r| vec![r.hash]).unwrap_or_default(),
+            body: oa_receipts::body_from(&body)?,
+        };
+        let receipt = self.log.append(&mut tx, draft, now).await?;
+        store::set_receipt_hash(&mut tx, &quote.quote_id, &receipt.hash.to_string()).await?;
+        journal::append(
+            &mut tx,
+            "hydra.liquidity",
+            if state == PAID { "invoice_paid" } else { "invoice_pay_failed" },
+            &serde_json::json!({"quote_id": quote.quote_id, "payment_hash": quote.payment_hash, "receipt_hash": receipt.hash.to_string()}),
+            now,
+        )
+        .await?;
+        let finished = store::get(&mut tx, &quote.quote_id)
+            .await?
+            .ok_or(HydraError::QuoteNotFound)?;
+        let response = to_pay_response(&finished, Some(&receipt), executor_receipt);
+        let json = serde_json::to_string(&response).map_err(|e| corrupt(&e.to_string()))?;
+        if let (Some(scope), Some(key)) = (&quote.pay_idempotency_scope, &quote.pay_idempotency_key)
+        {
+            idempotency::complete(&mut tx, scope, key, 200, &json, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The current state of a quote's payment.
+    pub async fn current(&self, quote_id: &str) -> Result<hydra::PayResponse, HydraError> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(oa_store::StoreError::from)?;
+        let q = store::get(&mut conn, quote_id)
+            .await?
+            .ok_or(HydraError::QuoteNotFound)?;
+        let receipt = match &q.receipt_hash {
+            Some(h) => receipt_log::get_by_hash(&mut conn, &Hash::parse(h)?).await?,
+            None => None,
+        };
+        let exec: Option<Receipt> = q
+            .executor_receipt
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(&e.to_string()))?;
+        Ok(to_pay_response(&q, receipt.as_ref(), exec.as_ref()))
+    }
+
+    /// Keeps asking the executor about a quote in `paying` until it is terminal, with capped
+    /// backoff. One tracker per quote.
+    pub fn spawn_tracker(self: &Arc<Self>, quote_id: String) {
+        if !self
+            .tracking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(quote_id.clone())
+        {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut backoff = TRACK_BACKOFF_MIN;
+            loop {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(TRACK_BACKOFF_MAX);
+                match this.attempt(&quote_id).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(%quote_id, "tracking attempt failed, will retry: {e}"),
+                }
+            }
+            this.tracking
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&quote_id);
+        });
+    }
+
+    /// After a restart: re-drive every quote left in `paying`.
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, HydraError> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(oa_store::StoreError::from)?;
+        let rows = store::paying(&mut conn, RECOVERY_BATCH).await?;
+        drop(conn);
+        for q in &rows {
+            self.spawn_tracker(q.quote_id.clone());
+        }
+        Ok(rows.len())
+    }
+
+    pub async fn status(&self) -> Result<hydra::LiquidityStatusResponse, HydraError> {
+        let now = self.clock.now_ms();
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(oa_store::StoreError::from)?;
+        let open_quotes = store::count_open(&mut conn, now).await?;
+        drop(conn);
+        let info = self.executor.info().await;
+        let mut resp = hydra::LiquidityStatusResponse {
+            executor_reachable: info.is_ok(),
+            // Breakers are not built in this version; the state says so rather than "closed".
+            breaker_state: "not_configured".into(),
+            open_quotes,
+            ..Default::default()
+        };
+        if let Ok(i) = info {
+            resp.node_pubkey = i.node_pubkey;
+            resp.network = i.network;
+            resp.local_balance_msat = i.local_balance_msat;
+            resp.remote_balance_msat = i.remote_balance_msat;
+            resp.channel_count = i.channel_count;
+        }
+        Ok(resp)
+    }
+}
+
+fn corrupt(what: &str) -> HydraError {
+    HydraError::Store(oa_store::StoreError::Corrupt(what.to_owned()))
+}
+
+fn to_quote(q: &QuoteRow) -> hydra::Quote {
+    let state = match q.state.as_str() {
+        OPEN => hydra::QuoteState::Open,
+        PAYING => hydra::QuoteState::Paying,
+        PAID => hydra::QuoteState::Paid,
+        _ => hydra::QuoteState::Failed,
+    };
+    hydra::Quote {
+        quote_id: q.quote_id.clone(),
+        payment_hash: q.payment_hash.clone(),
+        amount_msat: q.amount.as_u64(),
+        fee_limit_msat: q.fee_limit.as_u64(),
+        created_at_ms: q.created_at_ms,
+        expires_at_ms: q.expires_at_ms,
+        state: state as i32,
+        payer_ref: q.payer_ref.clone(),
+    }
+}
+
+fn to_pay_response(
+    q: &QuoteRow,
+    receipt: Option<&Receipt>,
+    executor_receipt: Option<&Receipt>,
+) -> hydra::PayResponse {
+    hydra::PayResponse {
+        quote: Some(to_quote(q)),
+        preimage: q.preimage.clone().unwrap_or_default(),
+        fee_msat: q.fee.as_u64(),
+        failure_code: q.failure_code.clone().unwrap_or_default(),
+        failure_reason: q.failure_reason.clone().unwrap_or_default(),
+        receipt: receipt.map(oa_service::receipts::to_proto),
+        executor_receipt: executor_receipt.map(oa_service::receipts::to_proto),
+    }
+}
