@@ -159,6 +159,21 @@ pub async fn complete(
     Ok(())
 }
 
+/// Gives a pending key back, for a request that failed before it changed anything (for example a
+/// dependency was down), so the caller may retry it with the same key.
+pub async fn release(
+    conn: &mut sqlx::AnyConnection,
+    scope: &str,
+    key: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'pending'")
+        .bind(scope)
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Keys of requests that were claimed but never completed (for recovery after a crash).
 pub async fn pending(
     conn: &mut sqlx::AnyConnection,

@@ -173,6 +173,27 @@ where
     }
 }
 
+/// The shared conformance vectors (`shared/vectors`): `OA_VECTORS_DIR` if set, else the first
+/// `shared/vectors` found walking up from `start` (CI checks the repository out with `shared/`
+/// beside it). Panics with a clear message if there is none: a test without its vectors must fail.
+pub fn vectors_dir(start: &Path) -> PathBuf {
+    if let Ok(dir) = std::env::var("OA_VECTORS_DIR") {
+        return dir.into();
+    }
+    let mut dir = start.to_owned();
+    loop {
+        let candidate = dir.join("shared/vectors");
+        if candidate.is_dir() {
+            return candidate;
+        }
+        assert!(
+            dir.pop(),
+            "shared/vectors not found above {}; set OA_VECTORS_DIR",
+            start.display()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

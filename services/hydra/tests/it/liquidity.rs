@@ -354,19 +354,5 @@ async fn unbuilt_routes_answer_not_supported_and_standard_routes_exist() {
 }
 
 fn vectors() -> std::path::PathBuf {
-    if let Ok(dir) = std::env::var("OA_VECTORS_DIR") {
-        return dir.into();
-    }
-    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        let candidate = dir.join("shared/vectors");
-        if candidate.is_dir() {
-            return candidate;
-        }
-        assert!(
-            dir.pop(),
-            "shared/vectors not found above {}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-    }
+    oa_testkit::vectors_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
 }

@@ -1,0 +1,166 @@
+//! TreasuryRouter: what runtime services talk to. In this version: per-agent budgets (reserve
+//! before paying, settle to the actual amount), payments through Hydra's liquidity with a
+//! payment-attempt receipt that links Hydra's. Approvals and policy answer `NOT_SUPPORTED`.
+
+pub mod error;
+pub mod http;
+pub mod hydra_client;
+pub mod payments;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
+use oa_auth::TokenSource;
+use oa_invoice::Network;
+use oa_money::Msat;
+use oa_service::{
+    Clock, CommonArgs, Route, ServiceRouter, SystemClock, metrics::Metrics, receipts,
+};
+use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
+use tokio::net::TcpListener;
+
+use crate::{
+    hydra_client::{HttpHydra, Hydra},
+    payments::{Payments, PaymentsConfig},
+};
+
+pub const SERVICE: &str = "treasury";
+/// Lifetime of the tokens treasury mints for Hydra.
+const TOKEN_TTL: Duration = Duration::from_secs(300);
+
+pub static MIGRATIONS: MigrationSet = MigrationSet {
+    component: SERVICE,
+    migrations: &[(
+        1,
+        "budgets and payments",
+        include_str!("../migrations/0001_payments.sql"),
+    )],
+};
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "treasury",
+    about = "TreasuryRouter: budgets, spending policy and payments for agents"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Base URL of Hydra's HTTP API.
+    #[arg(long, env = "OA_HYDRA_URL")]
+    pub hydra_url: String,
+    #[arg(long, env = "OA_NETWORK", default_value = "regtest")]
+    pub network: Network,
+    /// Largest invoice amount treasury pays.
+    #[arg(long, env = "OA_MAX_PAYMENT_MSAT", default_value_t = 1_000_000_000)]
+    pub max_payment_msat: u64,
+    /// Budget an agent gets on its first payment; 0 means agents need an explicit budget.
+    #[arg(long, env = "OA_DEFAULT_AGENT_BUDGET_MSAT", default_value_t = 0)]
+    pub default_agent_budget_msat: u64,
+}
+
+pub struct App {
+    pub http: Router,
+    pub payments: Arc<Payments>,
+    pub db: Db,
+}
+
+pub async fn build(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    hydra: Option<Arc<dyn Hydra>>,
+) -> anyhow::Result<App> {
+    let keys = config.common.load_keys(SERVICE, SERVICE)?;
+    let db = config
+        .common
+        .open_db(&[&MIGRATIONS])
+        .await
+        .context("database")?;
+    let hydra = match hydra {
+        Some(h) => h,
+        None => {
+            let identity = keys
+                .identity
+                .clone()
+                .context("treasury needs --identity-key-file and --identity-kid to call hydra")?;
+            let tokens = TokenSource::new(identity, "hydra", ["hydra:liquidity"], TOKEN_TTL)?;
+            Arc::new(HttpHydra::new(&config.hydra_url, tokens)?)
+        }
+    };
+    let payments = Arc::new(Payments::new(
+        db.clone(),
+        hydra,
+        ReceiptLog::new(SERVICE, keys.receipt_key.clone()),
+        clock,
+        PaymentsConfig {
+            network: config.network,
+            max_payment: Msat::new(config.max_payment_msat).context("--max-payment-msat")?,
+            default_budget: Msat::new(config.default_agent_budget_msat)
+                .context("--default-agent-budget-msat")?,
+        },
+    ));
+    let api = Router::new()
+        .merge(http::router(http::TreasuryState {
+            payments: payments.clone(),
+            verifier: keys.verifier.clone(),
+        }))
+        .merge(receipts::router(receipts::ReceiptsState {
+            db: db.clone(),
+            service: SERVICE.into(),
+            key_id: keys.receipt_key.key_id().to_owned(),
+            verifier: keys.verifier.clone(),
+        }));
+    let routes: Vec<Route> = http::ROUTES
+        .iter()
+        .chain(receipts::ROUTES.iter())
+        .copied()
+        .collect();
+    let ready_db = db.clone();
+    let stats_db = db.clone();
+    let http = ServiceRouter::new(SERVICE, api, Arc::new(Metrics::new()))
+        .routes(&routes)
+        .timeout(config.common.request_timeout())
+        .readiness(Arc::new(move || {
+            let db = ready_db.clone();
+            Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
+        }))
+        .stats(Arc::new(move || {
+            let db = stats_db.clone();
+            Box::pin(async move {
+                let rows: Result<Vec<(String, i64)>, sqlx::Error> =
+                    sqlx::query_as("SELECT state, CAST(COUNT(*) AS BIGINT) FROM treasury_payments GROUP BY state ORDER BY state").fetch_all(db.pool()).await;
+                rows.map(|r| serde_json::json!({"payments_by_state": r.into_iter().collect::<std::collections::BTreeMap<_, _>>()}))
+                    .unwrap_or_default()
+            })
+        }))
+        .build();
+    Ok(App { http, payments, db })
+}
+
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let n = app.payments.recover().await?;
+    if n > 0 {
+        tracing::info!(
+            payments = n,
+            "driving payment attempts left in flight before the restart"
+        );
+    }
+    oa_service::serve(listener, app.http, shutdown).await?;
+    app.db.close().await;
+    Ok(())
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    oa_service::init_tracing(config.common.log_json);
+    let app = build(&config, Arc::new(SystemClock), None).await?;
+    let listener = TcpListener::bind(config.common.listen)
+        .await
+        .context("bind HTTP")?;
+    tracing::info!(http = %config.common.listen, "treasury listening");
+    serve(app, listener, oa_service::shutdown_signal()).await
+}
