@@ -9,6 +9,7 @@
 //! - [`serve`]: graceful shutdown on SIGINT/SIGTERM;
 //! - [`Clock`]: time behind a trait, so tests control it.
 
+pub mod base;
 mod clock;
 pub mod config;
 mod error;
@@ -20,6 +21,7 @@ mod router;
 mod scope;
 mod serve;
 
+pub use base::Base;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CommonArgs, ServiceKeys};
 pub use error::{ApiError, grpc_status_to_api_error};

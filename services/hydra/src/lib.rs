@@ -15,7 +15,8 @@ use axum::Router;
 use oa_invoice::Network;
 use oa_money::Msat;
 use oa_service::{
-    Clock, CommonArgs, Route, ServiceRouter, SystemClock, metrics::Metrics, receipts,
+    Base, Clock, CommonArgs, SystemClock,
+    base::{count_by, run_http},
 };
 use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
 use tokio::net::TcpListener;
@@ -75,30 +76,25 @@ pub async fn build(
     clock: Arc<dyn Clock>,
     executor: Option<Arc<dyn Executor>>,
 ) -> anyhow::Result<App> {
-    let keys = config.common.load_keys(SERVICE, SERVICE)?;
     let quote_ttl = Duration::from_secs(config.quote_ttl_secs);
     anyhow::ensure!(
         !quote_ttl.is_zero() && quote_ttl <= MAX_QUOTE_TTL,
         "--quote-ttl-secs must be 1..=600"
     );
-    let db = config
-        .common
-        .open_db(&[&MIGRATIONS])
-        .await
-        .context("database")?;
+    let base = Base::open(SERVICE, &config.common, &[&MIGRATIONS]).await?;
     let executor = match executor {
         Some(e) => e,
         None => {
-            let identity = keys.identity.clone().context(
+            let identity = base.keys.identity.clone().context(
                 "hydra needs --identity-key-file and --identity-kid to call the executor",
             )?;
             Arc::new(GrpcExecutor::new(&config.executor_url, identity)?)
         }
     };
     let liquidity = Arc::new(Liquidity::new(
-        db.clone(),
+        base.db.clone(),
         executor,
-        ReceiptLog::new(SERVICE, keys.receipt_key.clone()),
+        ReceiptLog::new(SERVICE, base.keys.receipt_key.clone()),
         clock,
         LiquidityConfig {
             network: config.network,
@@ -109,47 +105,19 @@ pub async fn build(
         },
         config.executor_receipt_keys.clone(),
     ));
-    let api = Router::new()
-        .merge(http::router(http::HydraState {
-            liquidity: liquidity.clone(),
-            verifier: keys.verifier.clone(),
-        }))
-        .merge(receipts::router(receipts::ReceiptsState {
-            db: db.clone(),
-            service: SERVICE.into(),
-            key_id: keys.receipt_key.key_id().to_owned(),
-            verifier: keys.verifier.clone(),
-        }));
-    let routes: Vec<Route> = http::ROUTES
-        .iter()
-        .chain(receipts::ROUTES.iter())
-        .copied()
-        .collect();
-    let ready_db = db.clone();
-    let http = ServiceRouter::new(SERVICE, api, Arc::new(Metrics::new()))
-        .routes(&routes)
-        .timeout(config.common.request_timeout())
-        .readiness(Arc::new(move || {
-            let db = ready_db.clone();
-            Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
-        }))
-        .stats(Arc::new({
-            let liquidity = liquidity.clone();
-            move || {
-                let liquidity = liquidity.clone();
-                Box::pin(async move {
-                    match liquidity.status().await {
-                        Ok(s) => serde_json::json!({"executor_reachable": s.executor_reachable, "open_quotes": s.open_quotes, "breaker_state": s.breaker_state}),
-                        Err(_) => serde_json::json!({}),
-                    }
-                })
-            }
-        }))
-        .build();
+    let api = http::router(http::HydraState {
+        liquidity: liquidity.clone(),
+        verifier: base.keys.verifier.clone(),
+    });
+    let http = base.router(
+        api,
+        &http::ROUTES,
+        Some(count_by(&base.db, "hydra_quotes", "state")),
+    );
     Ok(App {
         http,
         liquidity,
-        db,
+        db: base.db,
     })
 }
 
@@ -173,9 +141,6 @@ pub async fn serve(
 pub async fn run(config: Config) -> anyhow::Result<()> {
     oa_service::init_tracing(config.common.log_json);
     let app = build(&config, Arc::new(SystemClock), None).await?;
-    let listener = TcpListener::bind(config.common.listen)
-        .await
-        .context("bind HTTP")?;
-    tracing::info!(http = %config.common.listen, "hydra listening");
-    serve(app, listener, oa_service::shutdown_signal()).await
+    app.liquidity.recover().await?;
+    run_http(SERVICE, config.common.listen, app.http, app.db).await
 }

@@ -16,7 +16,8 @@ use oa_auth::TokenSource;
 use oa_invoice::Network;
 use oa_money::Msat;
 use oa_service::{
-    Clock, CommonArgs, Route, ServiceRouter, SystemClock, metrics::Metrics, receipts,
+    Base, Clock, CommonArgs, SystemClock,
+    base::{count_by, run_http},
 };
 use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
 use tokio::net::TcpListener;
@@ -71,27 +72,22 @@ pub async fn build(
     clock: Arc<dyn Clock>,
     hydra: Option<Arc<dyn Hydra>>,
 ) -> anyhow::Result<App> {
-    let keys = config.common.load_keys(SERVICE, SERVICE)?;
-    let db = config
-        .common
-        .open_db(&[&MIGRATIONS])
-        .await
-        .context("database")?;
+    let base = Base::open(SERVICE, &config.common, &[&MIGRATIONS]).await?;
     let hydra = match hydra {
         Some(h) => h,
         None => {
-            let identity = keys
-                .identity
-                .clone()
-                .context("treasury needs --identity-key-file and --identity-kid to call hydra")?;
+            let identity =
+                base.keys.identity.clone().context(
+                    "treasury needs --identity-key-file and --identity-kid to call hydra",
+                )?;
             let tokens = TokenSource::new(identity, "hydra", ["hydra:liquidity"], TOKEN_TTL)?;
             Arc::new(HttpHydra::new(&config.hydra_url, tokens)?)
         }
     };
     let payments = Arc::new(Payments::new(
-        db.clone(),
+        base.db.clone(),
         hydra,
-        ReceiptLog::new(SERVICE, keys.receipt_key.clone()),
+        ReceiptLog::new(SERVICE, base.keys.receipt_key.clone()),
         clock,
         PaymentsConfig {
             network: config.network,
@@ -100,42 +96,20 @@ pub async fn build(
                 .context("--default-agent-budget-msat")?,
         },
     ));
-    let api = Router::new()
-        .merge(http::router(http::TreasuryState {
-            payments: payments.clone(),
-            verifier: keys.verifier.clone(),
-        }))
-        .merge(receipts::router(receipts::ReceiptsState {
-            db: db.clone(),
-            service: SERVICE.into(),
-            key_id: keys.receipt_key.key_id().to_owned(),
-            verifier: keys.verifier.clone(),
-        }));
-    let routes: Vec<Route> = http::ROUTES
-        .iter()
-        .chain(receipts::ROUTES.iter())
-        .copied()
-        .collect();
-    let ready_db = db.clone();
-    let stats_db = db.clone();
-    let http = ServiceRouter::new(SERVICE, api, Arc::new(Metrics::new()))
-        .routes(&routes)
-        .timeout(config.common.request_timeout())
-        .readiness(Arc::new(move || {
-            let db = ready_db.clone();
-            Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
-        }))
-        .stats(Arc::new(move || {
-            let db = stats_db.clone();
-            Box::pin(async move {
-                let rows: Result<Vec<(String, i64)>, sqlx::Error> =
-                    sqlx::query_as("SELECT state, CAST(COUNT(*) AS BIGINT) FROM treasury_payments GROUP BY state ORDER BY state").fetch_all(db.pool()).await;
-                rows.map(|r| serde_json::json!({"payments_by_state": r.into_iter().collect::<std::collections::BTreeMap<_, _>>()}))
-                    .unwrap_or_default()
-            })
-        }))
-        .build();
-    Ok(App { http, payments, db })
+    let api = http::router(http::TreasuryState {
+        payments: payments.clone(),
+        verifier: base.keys.verifier.clone(),
+    });
+    let http = base.router(
+        api,
+        &http::ROUTES,
+        Some(count_by(&base.db, "treasury_payments", "state")),
+    );
+    Ok(App {
+        http,
+        payments,
+        db: base.db,
+    })
 }
 
 pub async fn serve(
@@ -158,9 +132,6 @@ pub async fn serve(
 pub async fn run(config: Config) -> anyhow::Result<()> {
     oa_service::init_tracing(config.common.log_json);
     let app = build(&config, Arc::new(SystemClock), None).await?;
-    let listener = TcpListener::bind(config.common.listen)
-        .await
-        .context("bind HTTP")?;
-    tracing::info!(http = %config.common.listen, "treasury listening");
-    serve(app, listener, oa_service::shutdown_signal()).await
+    app.payments.recover().await?;
+    run_http(SERVICE, config.common.listen, app.http, app.db).await
 }

@@ -19,9 +19,7 @@ use axum::Router;
 use oa_invoice::Network;
 use oa_money::Msat;
 use oa_proto::wallet::wallet_executor_server::WalletExecutorServer;
-use oa_service::{
-    Clock, CommonArgs, Route, ServiceRouter, SystemClock, metrics::Metrics, receipts,
-};
+use oa_service::{Base, Clock, CommonArgs, SystemClock, base::count_by};
 use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -116,12 +114,8 @@ pub async fn build_with(
     clock: Arc<dyn Clock>,
     sim: Option<SimNetwork>,
 ) -> anyhow::Result<App> {
-    let keys = config.common.load_keys(SERVICE, SERVICE)?;
-    let db = config
-        .common
-        .open_db(&[&MIGRATIONS])
-        .await
-        .context("database")?;
+    let base = Base::open(SERVICE, &config.common, &[&MIGRATIONS]).await?;
+    let (keys, db) = (&base.keys, base.db.clone());
     let (node, sim): (Arc<dyn LightningNode>, Option<SimNetwork>) = match config.backend {
         Backend::Sim => {
             let sim = sim.unwrap_or_else(|| {
@@ -151,36 +145,15 @@ pub async fn build_with(
         oa_auth::grpc::interceptor(keys.verifier.clone()),
     );
 
-    let api = Router::new()
-        .merge(receipts::router(receipts::ReceiptsState {
-            db: db.clone(),
-            service: SERVICE.into(),
-            key_id: keys.receipt_key.key_id().to_owned(),
-            verifier: keys.verifier.clone(),
-        }))
-        .merge(http::router(http::SimState {
-            sim: sim.clone(),
-            verifier: keys.verifier.clone(),
-        }));
-    let routes: Vec<Route> = receipts::ROUTES
-        .iter()
-        .chain(http::ROUTES.iter())
-        .copied()
-        .collect();
-    let ready_db = db.clone();
-    let stats_db = db.clone();
-    let http = ServiceRouter::new(SERVICE, api, Arc::new(Metrics::new()))
-        .routes(&routes)
-        .timeout(config.common.request_timeout())
-        .readiness(Arc::new(move || {
-            let db = ready_db.clone();
-            Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
-        }))
-        .stats(Arc::new(move || {
-            let db = stats_db.clone();
-            Box::pin(async move { stats(&db).await })
-        }))
-        .build();
+    let api = http::router(http::SimState {
+        sim: sim.clone(),
+        verifier: keys.verifier.clone(),
+    });
+    let http = base.router(
+        api,
+        &http::ROUTES,
+        Some(count_by(&db, "wallet_payments", "status")),
+    );
     Ok(App {
         http,
         grpc,
@@ -188,19 +161,6 @@ pub async fn build_with(
         sim,
         db,
     })
-}
-
-async fn stats(db: &Db) -> serde_json::Value {
-    let rows: Result<Vec<(String, i64)>, sqlx::Error> =
-        sqlx::query_as("SELECT status, CAST(COUNT(*) AS BIGINT) FROM wallet_payments GROUP BY status ORDER BY status")
-            .fetch_all(db.pool())
-            .await;
-    match rows {
-        Ok(rows) => {
-            serde_json::json!({ "payments_by_status": rows.into_iter().collect::<std::collections::BTreeMap<_, _>>() })
-        }
-        Err(_) => serde_json::json!({}),
-    }
 }
 
 /// Serves a built executor on the given listeners until `shutdown` resolves.
