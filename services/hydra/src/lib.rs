@@ -19,7 +19,6 @@ use oa_service::{
     base::{count_by, run_http},
 };
 use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
-use tokio::net::TcpListener;
 
 use crate::{
     executor::{Executor, GrpcExecutor},
@@ -57,7 +56,7 @@ pub struct Config {
     #[arg(long, env = "OA_MAX_INVOICE_MSAT", default_value_t = 1_000_000_000)]
     pub max_invoice_msat: u64,
     /// Smallest fee limit of a quote (before the caller's max fee caps it).
-    #[arg(long, env = "OA_FEE_FLOOR_MSAT", default_value_t = 1_000)]
+    #[arg(long, env = "OA_FEE_FLOOR_MSAT", default_value_t = 10_000)]
     pub fee_floor_msat: u64,
     /// Proportional fee limit of a quote, in parts per million of the amount.
     #[arg(long, env = "OA_FEE_PPM", default_value_t = 5_000)]
@@ -119,23 +118,6 @@ pub async fn build(
         liquidity,
         db: base.db,
     })
-}
-
-pub async fn serve(
-    app: App,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let n = app.liquidity.recover().await?;
-    if n > 0 {
-        tracing::info!(
-            quotes = n,
-            "re-driving quotes that were being paid before the restart"
-        );
-    }
-    oa_service::serve(listener, app.http, shutdown).await?;
-    app.db.close().await;
-    Ok(())
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {

@@ -20,7 +20,6 @@ use oa_service::{
     base::{count_by, run_http},
 };
 use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
-use tokio::net::TcpListener;
 
 use crate::{
     hydra_client::{HttpHydra, Hydra},
@@ -110,23 +109,6 @@ pub async fn build(
         payments,
         db: base.db,
     })
-}
-
-pub async fn serve(
-    app: App,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let n = app.payments.recover().await?;
-    if n > 0 {
-        tracing::info!(
-            payments = n,
-            "driving payment attempts left in flight before the restart"
-        );
-    }
-    oa_service::serve(listener, app.http, shutdown).await?;
-    app.db.close().await;
-    Ok(())
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {

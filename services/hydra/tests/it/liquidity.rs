@@ -22,11 +22,20 @@ fn receipt(v: &Value) -> oa_receipts::Receipt {
 async fn quotes_and_pays_once_with_linked_receipts() {
     let h = Hydra::start().await;
     let inv = h.fake.invoice(200_000, Network::Regtest, HOUR);
-    let q = quote(&h, "q1", &inv, 10_000).await;
+    let q = quote(&h, "q1", &inv, 20_000).await;
     assert_eq!(q["state"], "QUOTE_STATE_OPEN");
     assert_eq!(q["amount_msat"], "200000");
-    // max(floor 1000, 5000 ppm of 200_000 = 1000) capped by max_fee 10_000.
-    assert_eq!(q["fee_limit_msat"], "1000");
+    // max(floor 10_000, 5000 ppm of 200_000 = 1_000) = 10_000, under the caller's max fee.
+    assert_eq!(q["fee_limit_msat"], "10000");
+    // The caller's max fee caps it.
+    let capped = quote(
+        &h,
+        "q2",
+        &h.fake.invoice(200_000, Network::Regtest, HOUR),
+        700,
+    )
+    .await;
+    assert_eq!(capped["fee_limit_msat"], "700");
     let qid = q["quote_id"].as_str().unwrap();
 
     let (status, paid) = h
@@ -59,7 +68,7 @@ async fn quotes_and_pays_once_with_linked_receipts() {
         )
         .await;
     assert_eq!(again, paid);
-    let (_, q_again) = h.post("/v1/liquidity/quote_pay", json!({"idempotency_key": "q1", "invoice": inv, "max_fee_msat": "10000", "payer_ref": "agent-1"})).await;
+    let (_, q_again) = h.post("/v1/liquidity/quote_pay", json!({"idempotency_key": "q1", "invoice": inv, "max_fee_msat": "20000", "payer_ref": "agent-1"})).await;
     assert_eq!(q_again["quote"]["quote_id"], q["quote_id"]);
     // A new key for a used quote is refused.
     let (status, err) = h

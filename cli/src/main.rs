@@ -1,0 +1,110 @@
+//! `oa`: the suite's command line.
+//!
+//! - `oa up`: runs the whole suite on loopback (each service its own process, SQLite under a data
+//!   folder, the simulated Lightning network, development keys made on first start).
+//! - `oa demo`: pays an invoice through the running suite and exports and verifies its receipts.
+//! - `oa receipts export|verify`: offline receipt audit.
+//! - `oa serve <service>`: runs one service in this process (what `oa up` spawns).
+//! - `oa token`: mints a development token.
+
+mod demo;
+mod receipts;
+mod suite;
+mod up;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "oa",
+    version,
+    about = "Lightning payments and underwriting suite for software agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole suite on loopback until interrupted.
+    Up(up::UpArgs),
+    /// Pay an invoice through a running suite, then export and verify the receipts.
+    Demo(demo::DemoArgs),
+    /// Export or verify receipts.
+    #[command(subcommand)]
+    Receipts(receipts::ReceiptsCommand),
+    /// Run one service in this process.
+    #[command(subcommand)]
+    Serve(Box<Serve>),
+    /// Mint a development token signed by the operator key of a data folder.
+    Token {
+        #[arg(long, default_value = ".oa")]
+        data_dir: PathBuf,
+        /// The service the token is for (its audience).
+        #[arg(long)]
+        audience: String,
+        /// Scopes, e.g. `--scope treasury:pay`.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Serve {
+    Treasury(treasury::Config),
+    Hydra(hydra::Config),
+    Aegis(aegis::Config),
+    WalletExecutor(wallet_executor::Config),
+    LightningOps(lightning_ops::Config),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Receipts(cmd) => receipts::run(cmd).await,
+        Command::Serve(svc) => match *svc {
+            Serve::Treasury(c) => treasury::run(c).await,
+            Serve::Hydra(c) => hydra::run(c).await,
+            Serve::Aegis(c) => aegis::run(c).await,
+            Serve::WalletExecutor(c) => wallet_executor::run(c).await,
+            Serve::LightningOps(c) => lightning_ops::run(c).await,
+        }
+        .map(|()| ExitCode::SUCCESS),
+        Command::Token {
+            data_dir,
+            audience,
+            scopes,
+            ttl_secs,
+        } => token(&data_dir, &audience, &scopes, ttl_secs),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(
+    data_dir: &std::path::Path,
+    audience: &str,
+    scopes: &[String],
+    ttl_secs: u64,
+) -> anyhow::Result<ExitCode> {
+    let ring = oa_testkit::DevKeyring::ensure(data_dir)?;
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    println!(
+        "{}",
+        ring.operator_token(audience, &scopes, Duration::from_secs(ttl_secs))?
+    );
+    Ok(ExitCode::SUCCESS)
+}

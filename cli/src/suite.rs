@@ -1,0 +1,40 @@
+//! `suite.json`: where a running suite is and how to call it, written by `oa up` for scripts.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+pub const FILE: &str = "suite.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_url: Option<String>,
+    /// A development token for this service (operator key; every scope of the service).
+    pub token: String,
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Suite {
+    pub data_dir: String,
+    pub pid: u32,
+    pub services: BTreeMap<String, ServiceEntry>,
+}
+
+impl Suite {
+    pub fn load(data_dir: &Path) -> anyhow::Result<Suite> {
+        let path = data_dir.join(FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            anyhow::anyhow!("cannot read {} ({e}); is `oa up` running?", path.display())
+        })?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    pub fn service(&self, name: &str) -> anyhow::Result<&ServiceEntry> {
+        self.services
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("{name} is not in suite.json"))
+    }
+}

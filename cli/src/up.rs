@@ -1,0 +1,280 @@
+//! `oa up`: the whole suite on loopback, one process per service.
+//!
+//! Each service runs as `oa serve <service>` in its own process (the custody boundary is a real
+//! process boundary even in development), with its SQLite file under the data folder and the keys
+//! of the development keyring. `oa up` waits until every service is ready, writes `suite.json`,
+//! prints the URLs and a token, and on SIGINT/SIGTERM stops the services gracefully. If a service
+//! exits on its own, `oa up` stops the others and fails.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use oa_receipts::ReceiptKey;
+use oa_testkit::DevKeyring;
+use tokio::process::{Child, Command};
+
+use crate::suite::{FILE, ServiceEntry, Suite};
+
+/// How long every service has to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a service has to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lifetime of the tokens written to `suite.json` (the longest the auth crate allows).
+const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Budget each agent gets on first use in the development suite: 1,000,000 sat.
+const DEV_AGENT_BUDGET_MSAT: u64 = 1_000_000_000;
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Where keys, databases, logs and suite.json live.
+    #[arg(long, default_value = ".oa")]
+    pub data_dir: PathBuf,
+    /// First of six consecutive ports (treasury, hydra, aegis, wallet-executor, lightning-ops, and
+    /// the executor's gRPC); 0 picks free ports.
+    #[arg(long, default_value_t = 8081)]
+    pub base_port: u16,
+}
+
+/// The operator scopes written into each service's token in `suite.json`.
+fn scopes(service: &str) -> &'static [&'static str] {
+    match service {
+        "treasury" => &[
+            "treasury:pay",
+            "treasury:read",
+            "treasury:admin",
+            "receipts:read",
+        ],
+        "hydra" => &["hydra:liquidity", "hydra:read", "receipts:read"],
+        "aegis" => &["aegis:read", "receipts:read"],
+        "wallet-executor" => &["wallet:read", "wallet:sim", "receipts:read"],
+        _ => &["ops:read", "receipts:read"],
+    }
+}
+
+struct Running {
+    name: &'static str,
+    child: Child,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    std::fs::create_dir_all(args.data_dir.join("db"))?;
+    std::fs::create_dir_all(args.data_dir.join("logs"))?;
+    let data_dir = std::path::absolute(&args.data_dir)?;
+    let ring = DevKeyring::ensure(&data_dir)?;
+    let _ = std::fs::remove_file(data_dir.join(FILE));
+
+    let ports: Vec<u16> = if args.base_port == 0 {
+        (0..6)
+            .map(|_| oa_testkit::free_port())
+            .collect::<Result<_, _>>()?
+    } else {
+        (0..6)
+            .map(|i| {
+                args.base_port
+                    .checked_add(i)
+                    .context("--base-port too high")
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+    let names = [
+        "treasury",
+        "hydra",
+        "aegis",
+        "wallet-executor",
+        "lightning-ops",
+    ];
+    let url = |i: usize| format!("http://{}", addr(i));
+    let executor_key = ReceiptKey::from_secret_hex(
+        std::fs::read_to_string(ring.receipt_key_file("wallet-executor"))?.trim(),
+    )?;
+
+    let mut running = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut flags = common_flags(&ring, &data_dir, name, addr(i));
+        match *name {
+            "treasury" => flags.extend([
+                format!("--hydra-url={}", url(1)),
+                format!("--default-agent-budget-msat={DEV_AGENT_BUDGET_MSAT}"),
+            ]),
+            "hydra" => flags.extend([
+                format!("--executor-url=http://{}", addr(5)),
+                format!("--executor-receipt-keys={}", executor_key.key_id()),
+            ]),
+            "wallet-executor" => flags.push(format!("--grpc-listen={}", addr(5))),
+            _ => {}
+        }
+        let log = std::fs::File::create(log_path(&data_dir, name))?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .arg(name)
+            .args(&flags)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {name}"))?;
+        running.push(Running { name, child });
+    }
+
+    if let Err(e) = wait_ready(&names, &url, &mut running).await {
+        stop_all(&mut running).await;
+        return Err(e);
+    }
+
+    let mut services = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        services.insert(
+            (*name).to_owned(),
+            ServiceEntry {
+                url: url(i),
+                grpc_url: (*name == "wallet-executor").then(|| format!("http://{}", addr(5))),
+                token: ring.operator_token(name, scopes(name), TOKEN_TTL)?,
+                log: log_path(&data_dir, name).display().to_string(),
+            },
+        );
+    }
+    let suite = Suite {
+        data_dir: data_dir.display().to_string(),
+        pid: std::process::id(),
+        services,
+    };
+    let tmp = data_dir.join(format!("{FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_string_pretty(&suite)?)?;
+    std::fs::rename(&tmp, data_dir.join(FILE))?;
+
+    println!(
+        "suite ready in {} ms (data in {})",
+        started.elapsed().as_millis(),
+        data_dir.display()
+    );
+    for (name, s) in &suite.services {
+        println!(
+            "  {name:<16} {}{}",
+            s.url,
+            s.grpc_url
+                .as_ref()
+                .map(|g| format!("  (gRPC {g})"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "\ntreasury token (scopes treasury:pay treasury:read treasury:admin receipts:read):\n{}",
+        suite.services["treasury"].token
+    );
+    println!(
+        "\nURLs and a token per service: {}\ntry it: oa demo --data-dir {}\nstop: Ctrl-C",
+        data_dir.join(FILE).display(),
+        args.data_dir.display()
+    );
+
+    let outcome = tokio::select! {
+        () = oa_service::shutdown_signal() => Ok(ExitCode::SUCCESS),
+        (name, status) = first_exit(&mut running) => Err(anyhow::anyhow!("{name} exited unexpectedly ({status}); see {}", log_path(&data_dir, name).display())),
+    };
+    stop_all(&mut running).await;
+    let _ = std::fs::remove_file(data_dir.join(FILE));
+    outcome
+}
+
+fn log_path(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("logs").join(format!("{name}.log"))
+}
+
+fn common_flags(ring: &DevKeyring, data_dir: &Path, name: &str, listen: SocketAddr) -> Vec<String> {
+    let mut flags = vec![
+        format!("--listen={listen}"),
+        format!(
+            "--database-url=sqlite://{}",
+            data_dir.join("db").join(format!("{name}.db")).display()
+        ),
+        format!(
+            "--receipt-key-file={}",
+            ring.receipt_key_file(name).display()
+        ),
+        format!("--trust-file={}", ring.trust_file().display()),
+    ];
+    if matches!(name, "treasury" | "hydra" | "aegis" | "lightning-ops") {
+        flags.push(format!(
+            "--identity-key-file={}",
+            ring.identity_file(name).display()
+        ));
+        flags.push(format!("--identity-kid={}", ring.kid(name)));
+    }
+    flags
+}
+
+async fn wait_ready(
+    names: &[&str],
+    url: &impl Fn(usize) -> String,
+    running: &mut [Running],
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for (i, name) in names.iter().enumerate() {
+        loop {
+            if let Some(status) = running[i].child.try_wait()? {
+                anyhow::bail!(
+                    "{name} exited during start-up ({status}); see its log in the data folder"
+                );
+            }
+            let ready = client
+                .get(format!("{}/readyz", url(i)))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{name} was not ready within {} s",
+                READY_TIMEOUT.as_secs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn first_exit(running: &mut [Running]) -> (&'static str, String) {
+    loop {
+        for r in running.iter_mut() {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                return (r.name, status.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGTERM to every service (they drain and close their databases), SIGKILL after a bound.
+async fn stop_all(running: &mut [Running]) {
+    for r in running.iter() {
+        if let Some(pid) = r.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+    for r in running.iter_mut() {
+        if tokio::time::timeout(STOP_TIMEOUT, r.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = r.child.start_kill();
+            let _ = r.child.wait().await;
+        }
+    }
+}

@@ -1,0 +1,269 @@
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+const OA: &str = env!("CARGO_BIN_EXE_oa");
+
+/// A running `oa up`, stopped (SIGTERM) on drop.
+struct Up {
+    child: Child,
+    dir: tempfile::TempDir,
+    suite: Value,
+}
+
+impl Up {
+    fn start() -> Up {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(OA)
+            .args(["up", "--base-port", "0", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let path = dir.path().join("suite.json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !path.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "suite did not start; logs in {}",
+                dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let suite = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        Up { child, dir, suite }
+    }
+
+    fn url(&self, svc: &str) -> String {
+        self.suite["services"][svc]["url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn token(&self, svc: &str) -> String {
+        self.suite["services"][svc]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "oa up did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn post(url: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn receipts(up: &Up, svc: &str) -> Vec<oa_receipts::Receipt> {
+    let v: Value = reqwest::Client::new()
+        .get(format!("{}/v1/receipts", up.url(svc)))
+        .bearer_auth(up.token(svc))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_value(r.clone()).unwrap())
+        .collect()
+}
+
+async fn invoice(up: &Up, amount_msat: u64, expiry_secs: u32) -> String {
+    let body = json!({"node": "merchant", "amount_msat": amount_msat.to_string(), "description": "suite", "expiry_secs": expiry_secs});
+    let (status, v) = post(
+        &format!("{}/v1/sim/invoices", up.url("wallet-executor")),
+        Some(&up.token("wallet-executor")),
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["invoice"].as_str().unwrap().to_owned()
+}
+
+fn oa(args: &[&str]) -> (bool, String) {
+    let out = Command::new(OA).args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
+    let up = Up::start();
+    let pay_url = format!("{}/v1/treasury/payments", up.url("treasury"));
+    let token = up.token("treasury");
+    let inv = invoice(&up, 120_000, 3600).await;
+    let request = json!({"idempotency_key": "suite-1", "agent_id": "agent-7", "invoice": inv, "max_fee_msat": "3000", "purpose": "suite"}).to_string();
+    let (status, paid) = post(&pay_url, Some(&token), &request).await;
+    assert_eq!(status, 201, "{paid}");
+    assert_eq!(paid["payment"]["state"], "PAYMENT_STATE_SUCCEEDED");
+
+    // The chain of receipts: treasury -> hydra -> wallet-executor.
+    let t = receipts(&up, "treasury").await;
+    let h = receipts(&up, "hydra").await;
+    let w = receipts(&up, "wallet-executor").await;
+    assert_eq!((t.len(), h.len(), w.len()), (1, 1, 1));
+    for r in t.iter().chain(&h).chain(&w) {
+        r.verify().unwrap();
+    }
+    assert_eq!(t[0].links, vec![h[0].hash]);
+    assert_eq!(h[0].links, vec![w[0].hash]);
+    let preimage: oa_invoice::Preimage = w[0].body["preimage"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        preimage.payment_hash().to_string(),
+        w[0].body["payment_hash"].as_str().unwrap()
+    );
+    assert_eq!(paid["payment"]["payment_hash"], w[0].body["payment_hash"]);
+
+    // Replay: the same answer, and nothing paid twice.
+    let (status2, again) = post(&pay_url, Some(&token), &request).await;
+    assert_eq!((status2, &again), (status, &paid));
+    let changed = request.replace("\"suite\"}", "\"other\"}");
+    let (status, err) = post(&pay_url, Some(&token), &changed).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("IDEMPOTENCY_CONFLICT"))
+    );
+
+    // Bad input and bad tokens: typed 4xx, nothing recorded anywhere.
+    let expired = invoice(&up, 1_000, 1).await;
+    std::thread::sleep(Duration::from_millis(1_100));
+    for (body, code) in [
+        ("{not json".to_owned(), "MALFORMED_JSON"),
+        (
+            json!({"idempotency_key": "b1", "agent_id": "a", "invoice": inv, "unknown": 1})
+                .to_string(),
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"idempotency_key": "b2", "agent_id": "a", "invoice": expired}).to_string(),
+            "INVOICE_EXPIRED",
+        ),
+        (
+            json!({"idempotency_key": "b3", "agent_id": "a", "invoice": inv, "max_fee_msat": "-1"})
+                .to_string(),
+            "INVALID_REQUEST",
+        ),
+    ] {
+        let (status, err) = post(&pay_url, Some(&token), &body).await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, _) = post(&pay_url, None, &request).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(&pay_url, Some(&up.token("hydra")), &request).await;
+    assert_eq!(status, 401, "a token for another audience");
+    assert_eq!(receipts(&up, "treasury").await.len(), 1);
+    assert_eq!(receipts(&up, "wallet-executor").await.len(), 1);
+
+    // `oa demo` against the same suite, then an offline audit of everything.
+    let dir = up.dir.path().to_str().unwrap().to_owned();
+    let (ok, out) = oa(&["demo", "--data-dir", &dir]);
+    assert!(ok, "{out}");
+    let export = up.dir.path().join("export.jsonl");
+    let (ok, out) = oa(&[
+        "receipts",
+        "export",
+        "--data-dir",
+        &dir,
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = oa(&["receipts", "verify", export.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("0 failures"), "{out}");
+    tampering_is_caught_and_named(&export, up.dir.path());
+
+    let status = up.stop();
+    assert!(status.success(), "oa up stops cleanly on SIGTERM: {status}");
+}
+
+/// Flips one byte at several places in every receipt line: each copy must fail verification and
+/// the report must name the receipt (or, when the line no longer parses, the line).
+fn tampering_is_caught_and_named(export: &Path, dir: &Path) {
+    let text = std::fs::read_to_string(export).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut checked = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if !line.contains("\"record\":\"receipt\"") {
+            continue;
+        }
+        let id = line
+            .split("\"receipt_id\":\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        for pos in [
+            line.find("\"body\"").unwrap() + 12,
+            line.find("\"signature\"").unwrap() + 20,
+            line.len() / 2,
+        ] {
+            let mut bytes = line.as_bytes().to_vec();
+            bytes[pos] = if bytes[pos] == b'0' { b'1' } else { b'0' };
+            let mut copy: Vec<String> = lines.iter().map(|s| (*s).to_owned()).collect();
+            copy[i] = String::from_utf8(bytes).unwrap();
+            let path: PathBuf = dir.join(format!("tampered-{i}-{pos}.jsonl"));
+            std::fs::write(&path, copy.join("\n") + "\n").unwrap();
+            let (ok, out) = oa(&["receipts", "verify", path.to_str().unwrap()]);
+            assert!(!ok, "tampering at line {} byte {pos} went unnoticed", i + 1);
+            assert!(
+                out.contains(id) || out.contains(&format!("line {}", i + 1)),
+                "report does not name the receipt: {out}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 9,
+        "expected at least three receipts to tamper with"
+    );
+}
