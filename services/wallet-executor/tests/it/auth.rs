@@ -98,3 +98,59 @@ async fn a_read_scope_can_read_but_not_pay() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn the_sim_invoice_route_needs_its_scope_and_valid_input() {
+    let h = Harness::start(&[]).await;
+    let url = format!("http://{}/v1/sim/invoices", h.http_addr);
+    let post = |token: Option<String>, body: &'static str| {
+        let mut req = reqwest::Client::new()
+            .post(url.clone())
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (
+                status,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let sim = h
+        .ring
+        .operator_token("wallet-executor", &["wallet:sim"], Duration::from_secs(60))
+        .ok();
+    let read = h
+        .ring
+        .operator_token("wallet-executor", &["wallet:read"], Duration::from_secs(60))
+        .ok();
+    assert_eq!(post(None, "{}").await.0, 401);
+    assert_eq!(post(read, "{}").await.0, 403);
+    let (status, v) = post(sim.clone(), r#"{"node":"merchant","amount_msat":"1000"}"#).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["invoice"].as_str().unwrap().starts_with("lnbcrt"));
+    for (body, code) in [
+        (r#"{"node":"nobody","amount_msat":"1000"}"#, "UNKNOWN_NODE"),
+        (
+            r#"{"node":"merchant","expiry_secs":99999999}"#,
+            "INVALID_EXPIRY",
+        ),
+        (
+            r#"{"node":"merchant","amount_msat":"99999999999999999999"}"#,
+            "INVALID_REQUEST",
+        ),
+        (r#"{"node":"merchant","surprise":1}"#, "INVALID_REQUEST"),
+    ] {
+        let (status, v) = post(sim.clone(), body).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+    h.stop().await;
+}

@@ -14,6 +14,7 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub ring: DevKeyring,
     pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub sim: SimNetwork,
     pub config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -60,7 +61,7 @@ impl Harness {
         let sim = app.sim.clone().unwrap();
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc_addr = grpc.local_addr().unwrap();
+        let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(wallet_executor::serve(app, http, grpc, async move {
             let _ = rx.await;
@@ -69,6 +70,7 @@ impl Harness {
             dir,
             ring,
             grpc_addr,
+            http_addr,
             sim,
             config,
             stop: Some(tx),

@@ -1,0 +1,5 @@
+//! The service kit's router, driven in-process.
+
+#![allow(clippy::unwrap_used)]
+
+mod router;
