@@ -93,6 +93,9 @@ mod tests {
     #[test]
     fn descriptor_set_is_embedded() {
         let pool = prost_reflect::DescriptorPool::decode(DESCRIPTOR_SET).expect("decode");
-        assert!(pool.get_message_by_name("openagents.treasury.v1.CreatePaymentRequest").is_some());
+        assert!(
+            pool.get_message_by_name("openagents.treasury.v1.CreatePaymentRequest")
+                .is_some()
+        );
     }
 }

@@ -149,9 +149,9 @@ impl Serialize for Msat {
 impl<'de> Deserialize<'de> for Msat {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let v: u64 = s
-            .parse()
-            .map_err(|_| serde::de::Error::custom("amount must be a decimal string of a non-negative integer"))?;
+        let v: u64 = s.parse().map_err(|_| {
+            serde::de::Error::custom("amount must be a decimal string of a non-negative integer")
+        })?;
         Msat::new(v).map_err(serde::de::Error::custom)
     }
 }
@@ -163,7 +163,10 @@ mod tests {
 
     #[test]
     fn refuses_amounts_above_supply() {
-        assert_eq!(Msat::new(Msat::MAX.as_u64() + 1), Err(MoneyError::AboveSupply));
+        assert_eq!(
+            Msat::new(Msat::MAX.as_u64() + 1),
+            Err(MoneyError::AboveSupply)
+        );
         assert!(Msat::new(Msat::MAX.as_u64()).is_ok());
         assert_eq!(Msat::from_sat(u64::MAX), Err(MoneyError::AboveSupply));
     }
