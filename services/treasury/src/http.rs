@@ -14,7 +14,7 @@ use oa_proto::treasury;
 use oa_service::{ApiError, ProtoJson, Route, Scoped};
 use oa_store::idempotency::{self, Claim};
 
-use crate::{payments::Payments, store};
+use crate::{budget, payments::Payments};
 
 oa_service::scope!(PayScope, "treasury:pay");
 oa_service::scope!(AdminScope, "treasury:admin");
@@ -181,12 +181,18 @@ async fn set_budget(
         }
         Claim::New => {}
     }
-    store::set_limit(&mut tx, &agent_id, limit, now)
+    if !budget::set_limit(&mut tx, &agent_id, limit, now)
         .await
-        .map_err(ApiError::internal)?;
-    let budget = store::get_budget(&mut tx, &agent_id)
+        .map_err(|e| e.to_api())?
+    {
+        return Err(ApiError::conflict(
+            "BUDGET_IN_USE",
+            "the limit cannot go below what the agent has reserved or spent",
+        ));
+    }
+    let budget = budget::get(&mut tx, &agent_id)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(|e| e.to_api())?
         .ok_or_else(|| ApiError::internal("budget vanished"))?;
     let resp = to_budget(&budget);
     let json = serde_json::to_string(&resp).map_err(ApiError::internal)?;
@@ -210,24 +216,20 @@ async fn get_budget(
         .acquire()
         .await
         .map_err(ApiError::internal)?;
-    let budget = store::get_budget(&mut conn, &agent_id)
+    let budget = budget::get(&mut conn, &agent_id)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| e.to_api())?;
     budget
         .map(|b| Json(to_budget(&b)))
         .ok_or_else(|| ApiError::not_found("budget"))
 }
 
-fn to_budget(b: &store::Budget) -> treasury::Budget {
+fn to_budget(b: &budget::Budget) -> treasury::Budget {
     treasury::Budget {
         agent_id: b.agent_id.clone(),
         limit_msat: b.limit.as_u64(),
         reserved_msat: b.reserved.as_u64(),
         spent_msat: b.spent.as_u64(),
-        available_msat: b
-            .limit
-            .saturating_sub(b.reserved)
-            .saturating_sub(b.spent)
-            .as_u64(),
+        available_msat: b.available.as_u64(),
     }
 }

@@ -1,7 +1,8 @@
-//! TreasuryRouter: what runtime services talk to. In this version: per-agent budgets (reserve
-//! before paying, settle to the actual amount), payments through Hydra's liquidity with a
+//! TreasuryRouter: what runtime services talk to. In this version: per-agent budgets on the
+//! ledger (reserve before paying, settle to the actual amount), payments through Hydra's liquidity with a
 //! payment-attempt receipt that links Hydra's. Approvals and policy answer `NOT_SUPPORTED`.
 
+pub mod budget;
 pub mod error;
 pub mod http;
 pub mod hydra_client;
@@ -32,11 +33,18 @@ const TOKEN_TTL: Duration = Duration::from_secs(300);
 
 pub static MIGRATIONS: MigrationSet = MigrationSet {
     component: SERVICE,
-    migrations: &[(
-        1,
-        "budgets and payments",
-        include_str!("../migrations/0001_payments.sql"),
-    )],
+    migrations: &[
+        (
+            1,
+            "budgets and payments",
+            include_str!("../migrations/0001_payments.sql"),
+        ),
+        (
+            2,
+            "budgets on the ledger",
+            include_str!("../migrations/0002_budgets_on_ledger.sql"),
+        ),
+    ],
 };
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -71,7 +79,12 @@ pub async fn build(
     clock: Arc<dyn Clock>,
     hydra: Option<Arc<dyn Hydra>>,
 ) -> anyhow::Result<App> {
-    let base = Base::open(SERVICE, &config.common, &[&MIGRATIONS]).await?;
+    let base = Base::open(
+        SERVICE,
+        &config.common,
+        &[&MIGRATIONS, &oa_ledger::MIGRATIONS],
+    )
+    .await?;
     let hydra = match hydra {
         Some(h) => h,
         None => {

@@ -1,8 +1,9 @@
 //! Payment attempts: budget check, then Hydra quote and pay, with a receipt for every outcome.
 //!
 //! State machine: `denied` (terminal, the budget refused) | `in_flight -> succeeded | failed`.
-//! A payment reserves amount + max fee against the agent's budget before anything is sent, and on
-//! its outcome spends the actual amount + fee and releases the rest. Calls to Hydra use
+//! A payment reserves amount + max fee against the agent's budget (a pending ledger transfer)
+//! before anything is sent, and on its outcome posts the actual amount + fee (the rest returns)
+//! or voids it. Calls to Hydra use
 //! idempotency keys derived from the payment id, so a retry, the tracker, or recovery after a
 //! crash always asks Hydra for the same quote and payment.
 //!
@@ -31,6 +32,7 @@ use oa_store::{
 use serde::Serialize;
 
 use crate::{
+    budget,
     error::TreasuryError,
     hydra_client::Hydra,
     store::{self, DENIED, FAILED, IN_FLIGHT, PaymentRow, SUCCEEDED},
@@ -189,7 +191,7 @@ impl Payments {
             Claim::New => {}
         }
         if !self.config.default_budget.is_zero() {
-            store::ensure_budget(&mut tx, &req.agent_id, self.config.default_budget, now).await?;
+            budget::ensure_default(&mut tx, &req.agent_id, self.config.default_budget, now).await?;
         }
         let mut row = PaymentRow {
             payment_id: format!("pay_{}", uuid::Uuid::now_v7().simple()),
@@ -214,12 +216,11 @@ impl Payments {
             created_at_ms: now,
             updated_at_ms: now,
         };
-        if !store::reserve(&mut tx, &req.agent_id, reserve, now).await? {
+        if let Err(refusal) =
+            budget::reserve(&mut tx, &req.agent_id, &row.payment_id, reserve, now).await?
+        {
             // Denied: recorded, with its receipt, and replayed for the same key.
-            let reason = match store::get_budget(&mut tx, &req.agent_id).await? {
-                None => "no_budget",
-                Some(_) => "agent_budget_exceeded",
-            };
+            let reason = refusal.reason_code();
             row.state = DENIED.into();
             row.reserved = Msat::ZERO;
             row.failure_code = Some("BUDGET_EXCEEDED".into());
@@ -308,7 +309,7 @@ impl Payments {
     async fn undo(&self, row: &PaymentRow, scope: &str) -> Result<(), TreasuryError> {
         let now = self.clock.now_ms();
         let mut tx = self.db.begin().await?;
-        store::settle(&mut tx, &row.agent_id, row.reserved, Msat::ZERO, now).await?;
+        budget::settle(&mut tx, &row.payment_id, None, now).await?;
         store::delete(&mut tx, &row.payment_id).await?;
         idempotency::release(&mut tx, scope, &row.idempotency_key).await?;
         tx.commit().await?;
@@ -488,7 +489,13 @@ impl Payments {
                 "hydra charged more than the reserved amount plus max fee",
             ));
         }
-        store::settle(&mut tx, &row.agent_id, row.reserved, spent, now).await?;
+        budget::settle(
+            &mut tx,
+            &row.payment_id,
+            (state == SUCCEEDED).then_some(spent),
+            now,
+        )
+        .await?;
         let mut done = row.clone();
         done.state = state.into();
         done.fee = fee;

@@ -1,4 +1,4 @@
-//! SQL for budgets and payment attempts.
+//! SQL for payment attempts. Budgets live in the ledger (`budget.rs`).
 
 use oa_money::Msat;
 use oa_store::StoreError;
@@ -8,14 +8,6 @@ pub const DENIED: &str = "denied";
 pub const IN_FLIGHT: &str = "in_flight";
 pub const SUCCEEDED: &str = "succeeded";
 pub const FAILED: &str = "failed";
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Budget {
-    pub agent_id: String,
-    pub limit: Msat,
-    pub reserved: Msat,
-    pub spent: Msat,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentRow {
@@ -50,112 +42,6 @@ fn u(v: i64) -> Result<u64, StoreError> {
 }
 fn msat(v: i64) -> Result<Msat, StoreError> {
     Msat::from_i64(v).map_err(|e| StoreError::Corrupt(format!("amount: {e}")))
-}
-
-pub async fn get_budget(
-    conn: &mut AnyConnection,
-    agent_id: &str,
-) -> Result<Option<Budget>, StoreError> {
-    let row = sqlx::query::<Any>("SELECT agent_id, limit_msat, reserved_msat, spent_msat FROM treasury_budgets WHERE agent_id = $1")
-        .bind(agent_id)
-        .fetch_optional(conn)
-        .await?;
-    row.map(|r| {
-        Ok(Budget {
-            agent_id: r.try_get("agent_id")?,
-            limit: msat(r.try_get("limit_msat")?)?,
-            reserved: msat(r.try_get("reserved_msat")?)?,
-            spent: msat(r.try_get("spent_msat")?)?,
-        })
-    })
-    .transpose()
-}
-
-/// Creates a budget with `limit` if the agent has none (used for the configured default).
-pub async fn ensure_budget(
-    conn: &mut AnyConnection,
-    agent_id: &str,
-    limit: Msat,
-    now_ms: u64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO treasury_budgets (agent_id, limit_msat, reserved_msat, spent_msat, updated_at_ms)
-         VALUES ($1, $2, 0, 0, $3) ON CONFLICT (agent_id) DO NOTHING",
-    )
-    .bind(agent_id)
-    .bind(limit.as_i64())
-    .bind(i(now_ms)?)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn set_limit(
-    conn: &mut AnyConnection,
-    agent_id: &str,
-    limit: Msat,
-    now_ms: u64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO treasury_budgets (agent_id, limit_msat, reserved_msat, spent_msat, updated_at_ms)
-         VALUES ($1, $2, 0, 0, $3)
-         ON CONFLICT (agent_id) DO UPDATE SET limit_msat = $2, updated_at_ms = $3",
-    )
-    .bind(agent_id)
-    .bind(limit.as_i64())
-    .bind(i(now_ms)?)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Reserves `amount` if the budget has room. The condition lives in the UPDATE, which takes the
-/// row lock on PostgreSQL (and SQLite holds the write lock), so concurrent reservations can never
-/// together exceed the limit.
-pub async fn reserve(
-    conn: &mut AnyConnection,
-    agent_id: &str,
-    amount: Msat,
-    now_ms: u64,
-) -> Result<bool, StoreError> {
-    let n = sqlx::query(
-        "UPDATE treasury_budgets SET reserved_msat = reserved_msat + $2, updated_at_ms = $3
-         WHERE agent_id = $1 AND limit_msat - reserved_msat - spent_msat >= $2",
-    )
-    .bind(agent_id)
-    .bind(amount.as_i64())
-    .bind(i(now_ms)?)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
-}
-
-/// Ends a reservation: releases `reserved` and records `spent` (zero for a failed payment).
-pub async fn settle(
-    conn: &mut AnyConnection,
-    agent_id: &str,
-    reserved: Msat,
-    spent: Msat,
-    now_ms: u64,
-) -> Result<(), StoreError> {
-    let n = sqlx::query(
-        "UPDATE treasury_budgets SET reserved_msat = reserved_msat - $2, spent_msat = spent_msat + $3, updated_at_ms = $4
-         WHERE agent_id = $1 AND reserved_msat >= $2",
-    )
-    .bind(agent_id)
-    .bind(reserved.as_i64())
-    .bind(spent.as_i64())
-    .bind(i(now_ms)?)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    if n != 1 {
-        return Err(StoreError::Corrupt(format!(
-            "budget of {agent_id} has less reserved than a payment holds"
-        )));
-    }
-    Ok(())
 }
 
 const COLUMNS: &str = "payment_id, idempotency_scope, idempotency_key, agent_id, invoice, payment_hash, amount_msat, \

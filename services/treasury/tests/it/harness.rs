@@ -138,6 +138,13 @@ impl Treasury {
         .1
     }
 
+    /// Debits equal credits and no account crosses its limit.
+    pub async fn ledger_conserved(&self) {
+        let mut conn = self.db.pool().acquire().await.unwrap();
+        let violations = oa_ledger::check_invariants(&mut conn).await.unwrap();
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         let sql = sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}"));
         sqlx::query_scalar::<sqlx::Any, i64>(sql)

@@ -167,6 +167,7 @@ async fn concurrent_payments_never_exceed_the_budget() {
     assert_eq!(spent, 10 * 9_007);
     assert_eq!(b["reserved_msat"], "0");
     assert_eq!(t.hydra.pays(), 10);
+    t.ledger_conserved().await;
 }
 
 #[tokio::test]
@@ -315,6 +316,61 @@ async fn budgets_are_set_idempotently() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+}
+
+#[tokio::test]
+async fn a_limit_cannot_go_below_what_is_spent() {
+    let t = Treasury::start(0).await;
+    let put =
+        |key: &str, limit: &str| json!({"idempotency_key": key, "limit_msat": limit}).to_string();
+    let url = "/v1/treasury/budgets/agent-1";
+    let (status, _) = t
+        .call(
+            "PUT",
+            url,
+            Some(&t.token.clone()),
+            Some(&put("b1", "100000")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = t
+        .pay(
+            "k1",
+            "agent-1",
+            &invoice(60_000, Network::Regtest, HOUR),
+            1_000,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // 60_007 spent: a 50_000 limit is refused, 70_000 is fine, and the figures stay consistent.
+    let (status, err) = t
+        .call(
+            "PUT",
+            url,
+            Some(&t.token.clone()),
+            Some(&put("b2", "50000")),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("BUDGET_IN_USE"))
+    );
+    let (status, b) = t
+        .call(
+            "PUT",
+            url,
+            Some(&t.token.clone()),
+            Some(&put("b3", "70000")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let figures = (
+        b["limit_msat"].as_str(),
+        b["spent_msat"].as_str(),
+        b["available_msat"].as_str(),
+    );
+    assert_eq!(figures, (Some("70000"), Some("60007"), Some("9993")));
+    t.ledger_conserved().await;
 }
 
 fn vectors() -> std::path::PathBuf {
