@@ -13,6 +13,8 @@ pub enum HydraError {
     IdempotencyKey(#[from] oa_store::idempotency::KeyError),
     #[error("this idempotency key was used for a different request")]
     IdempotencyConflict,
+    #[error("the same request is being processed; retry it")]
+    RequestInProgress,
     #[error("no such quote")]
     QuoteNotFound,
     #[error("the quote has expired; request a new one")]
@@ -50,6 +52,9 @@ impl HydraError {
             }
             HydraError::IdempotencyConflict => {
                 ApiError::conflict("IDEMPOTENCY_CONFLICT", self.to_string())
+            }
+            HydraError::RequestInProgress => {
+                ApiError::conflict("REQUEST_IN_PROGRESS", self.to_string()).retryable()
             }
             HydraError::QuoteNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "QUOTE_NOT_FOUND", self.to_string())

@@ -170,16 +170,9 @@ impl Liquidity {
                 return oa_service::parse_json(response.as_bytes())
                     .map_err(|_| corrupt("stored quote response"));
             }
-            // Quoting is one short transaction, so "in progress" can only be a rolled-back claim.
-            Claim::InProgress { .. } => {
-                return Err(HydraError::Executor(
-                    ApiError::conflict(
-                        "REQUEST_IN_PROGRESS",
-                        "the same request is being processed",
-                    )
-                    .retryable(),
-                ));
-            }
+            // The claim, the quote and the response commit together, so another request with this
+            // key is either not visible yet or done; "in progress" would mean a broken record.
+            Claim::InProgress { .. } => return Err(HydraError::RequestInProgress),
             Claim::New => {}
         }
         store::insert(&mut tx, &row).await?;

@@ -13,6 +13,8 @@ pub enum TreasuryError {
     IdempotencyKey(#[from] oa_store::idempotency::KeyError),
     #[error("this idempotency key was used for a different request")]
     IdempotencyConflict,
+    #[error("the same request is being processed; retry it")]
+    RequestInProgress,
     #[error("no such payment")]
     PaymentNotFound,
     #[error("no budget for this agent")]
@@ -46,6 +48,9 @@ impl TreasuryError {
             }
             TreasuryError::IdempotencyConflict => {
                 ApiError::conflict("IDEMPOTENCY_CONFLICT", self.to_string())
+            }
+            TreasuryError::RequestInProgress => {
+                ApiError::conflict("REQUEST_IN_PROGRESS", self.to_string()).retryable()
             }
             TreasuryError::PaymentNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", self.to_string())

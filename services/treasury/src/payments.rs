@@ -177,15 +177,7 @@ impl Payments {
             }
             Claim::InProgress { resource_id } => {
                 tx.rollback().await?;
-                let id = resource_id.ok_or_else(|| {
-                    TreasuryError::Hydra(
-                        ApiError::conflict(
-                            "REQUEST_IN_PROGRESS",
-                            "the same request is being processed",
-                        )
-                        .retryable(),
-                    )
-                })?;
+                let id = resource_id.ok_or(TreasuryError::RequestInProgress)?;
                 return self.stored(&id, StatusCode::ACCEPTED).await;
             }
             Claim::New => {}
