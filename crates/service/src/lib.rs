@@ -20,6 +20,7 @@ pub mod receipts;
 mod router;
 mod scope;
 mod serve;
+pub mod tracker;
 
 pub use base::Base;
 pub use clock::{Clock, ManualClock, SystemClock};

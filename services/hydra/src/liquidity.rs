@@ -8,17 +8,13 @@
 //!
 //! Fee limit rule (deterministic): `min(max_fee_msat, max(fee_floor, ceil(amount * fee_ppm / 1e6)))`.
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use oa_invoice::{InvoicePolicy, Network};
 use oa_money::Msat;
 use oa_proto::{hydra, wallet};
 use oa_receipts::{Hash, Receipt, ReceiptDraft};
-use oa_service::{ApiError, Clock};
+use oa_service::{ApiError, Clock, tracker::Tracker};
 use oa_store::{
     Db,
     idempotency::{self, Claim},
@@ -40,9 +36,6 @@ pub const EXECUTOR_SCHEMA: &str = "oa.wallet_executor.payment_receipt.v1";
 pub const MAX_QUOTE_TTL: Duration = Duration::from_secs(600);
 /// How long a pay call waits at the executor before answering that the payment is in flight.
 const PAY_WAIT_MS: u32 = 20_000;
-/// Backoff bounds while a payment is in flight or the executor is unreachable.
-const TRACK_BACKOFF_MIN: Duration = Duration::from_millis(50);
-const TRACK_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Quotes in `paying` re-driven per batch at start-up.
 const RECOVERY_BATCH: u32 = 500;
 /// Longest `payer_ref`.
@@ -66,7 +59,7 @@ pub struct Liquidity {
     /// Trusted executor receipt key ids (hex); empty trusts the key the receipt names, after
     /// checking its signature (development).
     pub executor_keys: Vec<String>,
-    tracking: Mutex<HashSet<String>>,
+    tracker: Arc<Tracker>,
 }
 
 #[derive(Serialize)]
@@ -101,7 +94,7 @@ impl Liquidity {
             clock,
             config,
             executor_keys,
-            tracking: Mutex::new(HashSet::new()),
+            tracker: Arc::new(Tracker::new()),
         }
     }
 
@@ -464,30 +457,11 @@ impl Liquidity {
     /// Keeps asking the executor about a quote in `paying` until it is terminal, with capped
     /// backoff. One tracker per quote.
     pub fn spawn_tracker(self: &Arc<Self>, quote_id: String) {
-        if !self
-            .tracking
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(quote_id.clone())
-        {
-            return;
-        }
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut backoff = TRACK_BACKOFF_MIN;
-            loop {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(TRACK_BACKOFF_MAX);
-                match this.attempt(&quote_id).await {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(%quote_id, "tracking attempt failed, will retry: {e}"),
-                }
-            }
-            this.tracking
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&quote_id);
+        let id = quote_id.clone();
+        self.tracker.spawn(quote_id, move || {
+            let (this, id) = (this.clone(), id.clone());
+            async move { this.attempt(&id).await }
         });
     }
 

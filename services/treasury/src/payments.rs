@@ -11,18 +11,14 @@
 //! reservation and its idempotency key are given back and the caller gets a retryable
 //! `HYDRA_UNAVAILABLE`.
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use http::StatusCode;
 use oa_invoice::{InvoicePolicy, Network};
 use oa_money::Msat;
 use oa_proto::{hydra, treasury};
 use oa_receipts::{Hash, Receipt, ReceiptDraft};
-use oa_service::{ApiError, Clock};
+use oa_service::{ApiError, Clock, tracker::Tracker};
 use oa_store::{
     Db,
     idempotency::{self, Claim},
@@ -47,8 +43,6 @@ const MAX_AGENT_ID_LEN: usize = 64;
 const MAX_PURPOSE_LEN: usize = 256;
 /// The invoice must stay payable at least this long, to cover Hydra's quote.
 const MIN_EXPIRY_REMAINING: Duration = Duration::from_secs(60);
-const TRACK_BACKOFF_MIN: Duration = Duration::from_millis(50);
-const TRACK_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const RECOVERY_BATCH: u32 = 500;
 
 #[derive(Clone, Debug)]
@@ -73,7 +67,7 @@ pub struct Payments {
     pub log: ReceiptLog,
     pub clock: Arc<dyn Clock>,
     pub config: PaymentsConfig,
-    tracking: Mutex<HashSet<String>>,
+    tracker: Arc<Tracker>,
 }
 
 #[derive(Serialize)]
@@ -118,7 +112,7 @@ impl Payments {
             log,
             clock,
             config,
-            tracking: Mutex::new(HashSet::new()),
+            tracker: Arc::new(Tracker::new()),
         }
     }
 
@@ -586,32 +580,11 @@ impl Payments {
     }
 
     pub fn spawn_tracker(self: &Arc<Self>, payment_id: String) {
-        if !self
-            .tracking
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(payment_id.clone())
-        {
-            return;
-        }
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut backoff = TRACK_BACKOFF_MIN;
-            loop {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(TRACK_BACKOFF_MAX);
-                match this.attempt(&payment_id).await {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(%payment_id, "tracking attempt failed, will retry: {e}")
-                    }
-                }
-            }
-            this.tracking
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&payment_id);
+        let id = payment_id.clone();
+        self.tracker.spawn(payment_id, move || {
+            let (this, id) = (this.clone(), id.clone());
+            async move { this.attempt(&id).await }
         });
     }
 
