@@ -3,7 +3,7 @@
 //! - `oa up`: runs the whole suite on loopback (each service its own process, SQLite under a data
 //!   folder, the simulated Lightning network, development keys made on first start).
 //! - `oa demo`: pays an invoice through the running suite and exports and verifies its receipts.
-//! - `oa receipts export|verify`: offline receipt audit.
+//! - `oa receipts export|verify|trace`, `oa proof verify`: the offline auditor.
 //! - `oa serve <service>`: runs one service in this process (what `oa up` spawns).
 //! - `oa token`: mints a development token.
 
@@ -33,9 +33,12 @@ enum Command {
     Up(up::UpArgs),
     /// Pay an invoice through a running suite, then export and verify the receipts.
     Demo(demo::DemoArgs),
-    /// Export or verify receipts.
+    /// Export, verify (audit) or trace receipts.
     #[command(subcommand)]
     Receipts(receipts::ReceiptsCommand),
+    /// Verify a Merkle inclusion or consistency proof.
+    #[command(subcommand)]
+    Proof(receipts::ProofCommand),
     /// Run one service in this process.
     #[command(subcommand)]
     Serve(Box<Serve>),
@@ -70,6 +73,7 @@ async fn main() -> ExitCode {
         Command::Up(args) => up::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Receipts(cmd) => receipts::run(cmd).await,
+        Command::Proof(cmd) => receipts::proof(cmd),
         Command::Serve(svc) => match *svc {
             Serve::Treasury(c) => treasury::run(c).await,
             Serve::Hydra(c) => hydra::run(c).await,

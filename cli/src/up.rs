@@ -49,11 +49,17 @@ fn scopes(service: &str) -> &'static [&'static str] {
             "treasury:read",
             "treasury:admin",
             "receipts:read",
+            "events:read",
         ],
-        "hydra" => &["hydra:liquidity", "hydra:read", "receipts:read"],
-        "aegis" => &["aegis:read", "receipts:read"],
-        "wallet-executor" => &["wallet:read", "wallet:sim", "receipts:read"],
-        _ => &["ops:read", "receipts:read"],
+        "hydra" => &[
+            "hydra:liquidity",
+            "hydra:read",
+            "receipts:read",
+            "events:read",
+        ],
+        "aegis" => &["aegis:read", "receipts:read", "events:read"],
+        "wallet-executor" => &["wallet:read", "wallet:sim", "receipts:read", "events:read"],
+        _ => &["ops:read", "receipts:read", "events:read"],
     }
 }
 
@@ -167,7 +173,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "\ntreasury token (scopes treasury:pay treasury:read treasury:admin receipts:read):\n{}",
+        "\ntreasury token (scopes treasury:pay treasury:read treasury:admin receipts:read events:read):\n{}",
         suite.services["treasury"].token
     );
     println!(
@@ -201,6 +207,9 @@ fn common_flags(ring: &DevKeyring, data_dir: &Path, name: &str, listen: SocketAd
             ring.receipt_key_file(name).display()
         ),
         format!("--trust-file={}", ring.trust_file().display()),
+        // A development suite checkpoints its receipt logs every second, so an export taken
+        // right after a payment is already covered by a signed checkpoint.
+        "--checkpoint-interval-ms=1000".to_owned(),
     ];
     if matches!(name, "treasury" | "hydra" | "aegis" | "lightning-ops") {
         flags.push(format!(

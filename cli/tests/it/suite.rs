@@ -207,6 +207,9 @@ async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
     let (ok, out) = oa(&["demo", "--data-dir", &dir]);
     assert!(ok, "{out}");
     let export = up.dir.path().join("export.jsonl");
+    for svc in ["treasury", "hydra", "wallet-executor"] {
+        wait_for_checkpoint(&up, svc).await;
+    }
     let (ok, out) = oa(&[
         "receipts",
         "export",
@@ -219,10 +222,147 @@ async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
     let (ok, out) = oa(&["receipts", "verify", export.to_str().unwrap()]);
     assert!(ok, "{out}");
     assert!(out.contains("0 failures"), "{out}");
+    for svc in ["treasury ", "hydra ", "wallet-executor "] {
+        let line = out.lines().find(|l| l.starts_with(svc)).unwrap();
+        let n = line.split(": ").nth(1).unwrap().split('/').next().unwrap();
+        assert!(
+            line.contains(&format!("(covering {n} receipts)")) && n != "0",
+            "every paying service's log is covered by a checkpoint: {out}"
+        );
+    }
+    audit_commands(
+        &up,
+        &export,
+        paid["payment"]["payment_hash"].as_str().unwrap(),
+    )
+    .await;
+    payment_events_are_streamed(&up).await;
     tampering_is_caught_and_named(&export, up.dir.path());
+
+    // A second payment, then a resumed export appends only what is new and still verifies.
+    let inv = invoice(&up, 7_000, 3600).await;
+    let request = json!({"idempotency_key": "suite-2", "agent_id": "agent-7", "invoice": inv, "max_fee_msat": "3000"}).to_string();
+    let (status, _) = post(&pay_url, Some(&token), &request).await;
+    assert_eq!(status, 201);
+    let before = std::fs::read_to_string(&export).unwrap();
+    let (ok, out) = oa(&[
+        "receipts",
+        "export",
+        "--resume",
+        "--data-dir",
+        &dir,
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("exported 3 receipts"), "{out}");
+    let after = std::fs::read_to_string(&export).unwrap();
+    assert!(after.starts_with(&before));
+    let (ok, out) = oa(&["receipts", "verify", export.to_str().unwrap()]);
+    assert!(ok && out.contains("0 failures"), "{out}");
 
     let status = up.stop();
     assert!(status.success(), "oa up stops cleanly on SIGTERM: {status}");
+}
+
+/// Treasury's journal, read through the kit's event route: the first payment went in flight,
+/// then succeeded, in `seq` order.
+async fn payment_events_are_streamed(up: &Up) {
+    let v: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/events?topic=treasury.payments&after_seq=0",
+            up.url("treasury")
+        ))
+        .bearer_auth(up.token("treasury"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = v["events"].as_array().unwrap_or_else(|| panic!("{v}"));
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds[..2],
+        ["payment.in_flight", "payment.succeeded"],
+        "{v}"
+    );
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["seq"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
+
+/// Waits (bounded) until `svc`'s latest public checkpoint covers its whole receipt log.
+async fn wait_for_checkpoint(up: &Up, svc: &str) {
+    let size = receipts(up, svc).await.len();
+    let url = format!("{}/v1/receipts/checkpoints", up.url(svc));
+    let covered =
+        oa_testkit::wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            let url = url.clone();
+            async move {
+                let v: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+                let last = v["checkpoints"].as_array()?.last()?["tree_size"]
+                    .as_str()?
+                    .to_owned();
+                (last == size.to_string()).then_some(())
+            }
+        })
+        .await;
+    assert!(
+        covered.is_some(),
+        "{svc} never checkpointed its {size} receipts"
+    );
+}
+
+/// `oa receipts trace` and `oa proof verify` against the running suite's export and API.
+async fn audit_commands(up: &Up, export: &Path, payment_hash: &str) {
+    let (ok, out) = oa(&[
+        "receipts",
+        "trace",
+        payment_hash,
+        "--file",
+        export.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let order: Vec<usize> = [
+        "oa.treasury.payment_attempt_receipt.v1",
+        "oa.hydra.invoice_pay_receipt.v1",
+        "oa.wallet_executor.payment_receipt.v1",
+    ]
+    .iter()
+    .map(|s| {
+        out.find(s)
+            .unwrap_or_else(|| panic!("{s} missing from the trace: {out}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+
+    let h = receipts(up, "hydra").await;
+    let size = h.len();
+    let proof: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/receipts/proofs/inclusion?hash={}&tree_size={size}",
+            up.url("hydra"),
+            h[0].hash
+        ))
+        .bearer_auth(up.token("hydra"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let file = up.dir.path().join("proof.json");
+    std::fs::write(&file, proof.to_string()).unwrap();
+    let (ok, out) = oa(&["proof", "verify", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let mut bad = proof.clone();
+    bad["leafIdx"] = json!(size);
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let (ok, out) = oa(&["proof", "verify", file.to_str().unwrap()]);
+    assert!(!ok && out.contains("does not verify"), "{out}");
 }
 
 /// Flips one byte at several places in every receipt line: each copy must fail verification and

@@ -53,6 +53,19 @@ pub enum FailureKind {
     UnresolvedLink,
     /// The body's `preimage` does not hash to its `payment_hash`.
     PreimageMismatch,
+    /// A checkpoint note is malformed or its signature does not verify.
+    CheckpointInvalid,
+    /// A checkpoint's root is not the Merkle root of the exported log at its size: receipts
+    /// were deleted, inserted, reordered or modified.
+    CheckpointMismatch,
+    /// Two checkpoints of one issuer are not consistent: the issuer signed two histories.
+    CheckpointFork,
+    /// A checkpoint covers more receipts than the export holds (receipts removed).
+    MissingReceipts,
+    /// A receipt lacks a link a cross-service rule requires.
+    LinkMissing,
+    /// A linked receipt disagrees with this one (payment hash, amounts) under a rule.
+    LinkMismatch,
 }
 
 impl FailureKind {
@@ -75,6 +88,12 @@ impl FailureKind {
             FailureKind::PrevHashMismatch => "prev_hash_mismatch",
             FailureKind::UnresolvedLink => "unresolved_link",
             FailureKind::PreimageMismatch => "preimage_mismatch",
+            FailureKind::CheckpointInvalid => "checkpoint_invalid",
+            FailureKind::CheckpointMismatch => "checkpoint_mismatch",
+            FailureKind::CheckpointFork => "checkpoint_fork",
+            FailureKind::MissingReceipts => "missing_receipts",
+            FailureKind::LinkMissing => "link_missing",
+            FailureKind::LinkMismatch => "link_mismatch",
         }
     }
 }
@@ -196,6 +215,15 @@ impl Default for ChainState {
 }
 
 impl ChainState {
+    /// Merkle leaf hashes of the receipts seen at log indexes 0, 1, 2, ... up to the first
+    /// missing index (using each receipt's `hash` field as given).
+    pub(crate) fn leaves(&self) -> Vec<crate::merkle::Digest> {
+        (0u64..)
+            .map_while(|i| self.seen.get(&i))
+            .map(|h| crate::merkle::leaf_hash(h.as_bytes()))
+            .collect()
+    }
+
     /// Feeds the next receipt; returns what is wrong with its place in the chain, if anything.
     pub(crate) fn push(
         &mut self,

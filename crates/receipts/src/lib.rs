@@ -12,7 +12,16 @@
 //!   ([`ReceiptKey`], [`verify_signature`]);
 //! * **chained**: `prev_hash` links each receipt to the previous one of the same issuer, so a
 //!   verifier notices gaps, reorderings and rewritten history ([`verify_chain`]);
-//! * **exportable** as JSON Lines and verifiable offline ([`write_export`], [`verify_export`]).
+//! * **logged** in an RFC 6962 Merkle tree per issuer ([`merkle`]) whose heads the issuer signs
+//!   as C2SP-style checkpoint notes ([`Checkpoint`]);
+//! * **linked** across services under the rules of [`links::LINK_RULES`] (a paid Hydra invoice
+//!   links the executor's payment with the same payment hash and amounts, and so on);
+//! * **exportable** as JSON Lines and verifiable offline ([`write_export`], [`verify_export`]):
+//!   the auditor checks hashes, signatures, chains, links, checkpoints (roots and consistency)
+//!   and the cross-service rules, in parallel across cores.
+//!
+//! The wire formats are specified in `docs/receipts.md`, with golden vectors in
+//! `testdata/golden/`.
 //!
 //! # No JSON numbers
 //!
@@ -30,19 +39,26 @@
 //! log, or [`verify_export`] for a whole export file.
 
 mod chain;
+mod checkpoint;
 mod error;
 mod export;
 mod hash;
 mod jcs;
 mod key;
+pub mod links;
+pub mod merkle;
 mod receipt;
 pub mod u64_string;
 
 pub use chain::{Failure, FailureKind, verify_chain};
+pub use checkpoint::{
+    Checkpoint, CheckpointError, CheckpointRecord, MAX_NOTE_BYTES, ORIGIN_PREFIX, origin,
+};
 pub use error::ReceiptError;
 pub use export::{
     ExportRecord, IssuerSummary, KEY_ALGORITHM, MAX_EXPORT_LINE_BYTES, VerifyReport, verify_export,
-    write_export,
+    verify_export_with_threads, write_checkpoint_record, write_export,
+    write_export_with_checkpoints, write_key_record, write_receipt_record,
 };
 pub use hash::Hash;
 pub use jcs::canonical_json;

@@ -115,6 +115,44 @@ impl Receipt {
     ///
     /// [`ReceiptError::Json`] if the body cannot be canonicalized.
     pub fn canonical_unsigned(&self) -> Result<Vec<u8>, ReceiptError> {
+        // Fast path: members in their RFC 8785 order (by UTF-16 code units: body,
+        // idempotency_key, issued_at_ms, issuer, links, log_index, prev_hash, receipt_id,
+        // schema), each value canonical. Only a body holding a number (which sealing refuses,
+        // but a verifier may be handed) takes the general serializer.
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(b"{\"body\":");
+        if crate::jcs::write_object(&mut out, &self.body) {
+            out.extend_from_slice(b",\"idempotency_key\":");
+            crate::jcs::write_str(&mut out, &self.idempotency_key);
+            out.extend_from_slice(b",\"issued_at_ms\":\"");
+            out.extend_from_slice(self.issued_at_ms.to_string().as_bytes());
+            out.extend_from_slice(b"\",\"issuer\":{\"key_id\":");
+            crate::jcs::write_str(&mut out, &self.issuer.key_id);
+            out.extend_from_slice(b",\"service\":");
+            crate::jcs::write_str(&mut out, &self.issuer.service);
+            out.extend_from_slice(b"},\"links\":[");
+            for (i, link) in self.links.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                crate::jcs::write_str(&mut out, &link.to_string());
+            }
+            out.extend_from_slice(b"],\"log_index\":\"");
+            out.extend_from_slice(self.log_index.to_string().as_bytes());
+            out.extend_from_slice(b"\",\"prev_hash\":");
+            crate::jcs::write_str(&mut out, &self.prev_hash.to_string());
+            out.extend_from_slice(b",\"receipt_id\":");
+            crate::jcs::write_str(&mut out, &self.receipt_id);
+            out.extend_from_slice(b",\"schema\":");
+            crate::jcs::write_str(&mut out, &self.schema);
+            out.push(b'}');
+            return Ok(out);
+        }
+        self.canonical_unsigned_general()
+    }
+
+    /// The same bytes through the general RFC 8785 serializer.
+    fn canonical_unsigned_general(&self) -> Result<Vec<u8>, ReceiptError> {
         let unsigned = Unsigned {
             schema: &self.schema,
             receipt_id: &self.receipt_id,
@@ -451,6 +489,37 @@ pub(crate) fn check_preimage(body: &Map<String, Value>) -> Result<(), ReceiptErr
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fast_canonical_form_matches_the_general_serializer() {
+        let key = ReceiptKey::generate();
+        let body = json!({
+            "\u{e000}": "b", "\u{10000}": ["a", {"z": true, "a": null}], "esc": "\"\\\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}",
+            "uni": "café ☕ 😀 \u{2028}", "": "", "B": "upper first",
+        });
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        let r = ReceiptDraft {
+            schema: "oa.test.thing.v1".into(),
+            receipt_id: "r\u{e9}\"1".into(),
+            idempotency_key: "k\\1".into(),
+            links: vec![Hash::of(b"a"), Hash::of(b"b")],
+            body,
+        }
+        .seal(&key, "test", 7, Hash::of(b"p"), u64::MAX)
+        .unwrap();
+        assert_eq!(
+            r.canonical_unsigned().unwrap(),
+            r.canonical_unsigned_general().unwrap()
+        );
+        let mut with_number = r.clone();
+        with_number.body.insert("n".into(), json!(1.5));
+        assert_eq!(
+            with_number.canonical_unsigned().unwrap(),
+            with_number.canonical_unsigned_general().unwrap()
+        );
+    }
 
     fn draft(body: Value) -> ReceiptDraft {
         ReceiptDraft {

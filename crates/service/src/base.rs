@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use oa_store::{Db, MigrationSet};
+use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
 
 use crate::{
-    CommonArgs, Route, ServiceKeys, ServiceRouter, metrics::Metrics, receipts, router::StatsSource,
+    CommonArgs, Route, ServiceKeys, ServiceRouter, audit, events, metrics::Metrics, receipts,
+    router::StatsSource,
 };
 
 pub struct Base {
@@ -16,6 +17,8 @@ pub struct Base {
     pub keys: ServiceKeys,
     pub db: Db,
     request_timeout: std::time::Duration,
+    checkpoints: crate::audit::CheckpointPolicy,
+    event_retention: std::time::Duration,
 }
 
 impl Base {
@@ -32,10 +35,13 @@ impl Base {
             keys,
             db,
             request_timeout: common.request_timeout(),
+            checkpoints: common.checkpoint_policy(),
+            event_retention: std::time::Duration::from_millis(common.event_retention_ms),
         })
     }
 
-    /// The service's full router: `api` (already with its state) plus the receipt routes, the
+    /// The service's full router: `api` (already with its state) plus the receipt, checkpoint and
+    /// proof routes (and the background checkpointer), the event stream, the
     /// standard routes, `NOT_SUPPORTED` stubs for unbuilt routes in `routes`, and the limits.
     pub fn router(&self, api: Router, routes: &[Route], stats: Option<StatsSource>) -> Router {
         let api = api.merge(receipts::router(receipts::ReceiptsState {
@@ -44,9 +50,29 @@ impl Base {
             key_id: self.keys.receipt_key.key_id().to_owned(),
             verifier: self.keys.verifier.clone(),
         }));
+        let api = api.merge(audit::router(audit::AuditState {
+            db: self.db.clone(),
+            service: self.service.into(),
+            key_id: self.keys.receipt_key.key_id().to_owned(),
+            verifier: self.keys.verifier.clone(),
+        }));
+        let api = api.merge(events::router(events::EventsState {
+            db: self.db.clone(),
+            verifier: self.keys.verifier.clone(),
+            config: events::EventsConfig::default(),
+        }));
+        // The background tasks run for the life of the database pool (closed at shutdown).
+        let _ = events::spawn_pruner(self.db.clone(), self.event_retention);
+        let _ = audit::spawn_checkpointer(
+            self.db.clone(),
+            ReceiptLog::new(self.service, self.keys.receipt_key.clone()),
+            self.checkpoints,
+        );
         let all: Vec<Route> = routes
             .iter()
             .chain(receipts::ROUTES.iter())
+            .chain(audit::ROUTES.iter())
+            .chain(events::ROUTES.iter())
             .copied()
             .collect();
         let ready_db = self.db.clone();

@@ -41,6 +41,16 @@ pub struct CommonArgs {
     /// Bound on one HTTP request's handling time, in milliseconds.
     #[arg(long, env = "OA_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// Sign a checkpoint of the receipt log after this many new receipts.
+    #[arg(long, env = "OA_CHECKPOINT_EVERY", default_value_t = 100)]
+    pub checkpoint_every: u64,
+    /// ... or when this many milliseconds have passed since the last one and a receipt is new.
+    #[arg(long, env = "OA_CHECKPOINT_INTERVAL_MS", default_value_t = 10_000)]
+    pub checkpoint_interval_ms: u64,
+    /// Keep journal events this many milliseconds, then prune them (raising the topic's
+    /// retention floor, below which cursors are stale). 0 keeps events forever.
+    #[arg(long, env = "OA_EVENT_RETENTION_MS", default_value_t = 0)]
+    pub event_retention_ms: u64,
 }
 
 /// The key material a service runs with.
@@ -128,6 +138,13 @@ impl CommonArgs {
             }
         }
         Db::connect_and_migrate(&self.database_url, &self.db_options(), sets).await
+    }
+
+    pub fn checkpoint_policy(&self) -> crate::audit::CheckpointPolicy {
+        crate::audit::CheckpointPolicy {
+            every: self.checkpoint_every.max(1),
+            interval: Duration::from_millis(self.checkpoint_interval_ms.max(1)),
+        }
     }
 
     pub fn request_timeout(&self) -> Duration {

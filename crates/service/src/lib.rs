@@ -6,13 +6,18 @@
 //! - [`ServiceRouter`]: `/healthz`, `/readyz`, `/metrics`, `/stats`, `/openapi.json`, request ids,
 //!   tracing, body-size and time limits, typed 404/405, and `NOT_SUPPORTED` for routes a service
 //!   declares but has not built;
+//! - [`audit`]: signed checkpoints of the receipt log (a background task), their public
+//!   history, inclusion and consistency proofs;
+//! - [`events`]: the event stream (HTTP pages and a WebSocket that replays then follows);
 //! - [`serve`]: graceful shutdown on SIGINT/SIGTERM;
 //! - [`Clock`]: time behind a trait, so tests control it.
 
+pub mod audit;
 pub mod base;
 mod clock;
 pub mod config;
 mod error;
+pub mod events;
 mod json;
 pub mod metrics;
 pub mod openapi;

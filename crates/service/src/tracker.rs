@@ -34,7 +34,12 @@ impl Tracker {
         Fut: Future<Output = Result<bool, E>> + Send,
         E: std::fmt::Display,
     {
-        if !self.active.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone()) {
+        if !self
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone())
+        {
             return;
         }
         let this = Arc::clone(self);
@@ -49,13 +54,19 @@ impl Tracker {
                     Err(e) => tracing::warn!(%key, "tracking attempt failed, will retry: {e}"),
                 }
             }
-            this.active.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+            this.active
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
         });
     }
 
     /// How many keys are being tracked.
     pub fn len(&self) -> usize {
-        self.active.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -79,14 +90,21 @@ mod tests {
                 let calls = calls.clone();
                 async move {
                     let n = calls.fetch_add(1, Ordering::SeqCst);
-                    if n == 0 { Err("first attempt fails") } else { Ok(n >= 2) }
+                    if n == 0 {
+                        Err("first attempt fails")
+                    } else {
+                        Ok(n >= 2)
+                    }
                 }
             });
         }
         assert_eq!(tracker.len(), 1);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !tracker.is_empty() {
-            assert!(tokio::time::Instant::now() < deadline, "tracker did not finish");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tracker did not finish"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(calls.load(Ordering::SeqCst), 3);

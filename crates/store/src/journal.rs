@@ -87,6 +87,70 @@ pub async fn read(
         .collect()
 }
 
+/// The retention floor of `topic`: events with `seq <= floor` have been pruned (0 if none were).
+pub async fn floor(conn: &mut sqlx::AnyConnection, topic: &str) -> Result<u64, StoreError> {
+    let floor: Option<i64> =
+        sqlx::query_scalar::<Any, i64>("SELECT floor_seq FROM event_floors WHERE topic = $1")
+            .bind(topic)
+            .fetch_optional(&mut *conn)
+            .await?;
+    to_u64(floor.unwrap_or(0))
+}
+
+/// The last `seq` of `topic` (0 if it has no events).
+pub async fn head(conn: &mut sqlx::AnyConnection, topic: &str) -> Result<u64, StoreError> {
+    let last: Option<i64> =
+        sqlx::query_scalar::<Any, i64>("SELECT last_seq FROM event_heads WHERE topic = $1")
+            .bind(topic)
+            .fetch_optional(&mut *conn)
+            .await?;
+    to_u64(last.unwrap_or(0))
+}
+
+/// Deletes the events of `topic` with `seq <= up_to_seq` and raises its retention floor, in the
+/// caller's transaction. The floor never moves down.
+pub async fn prune(
+    conn: &mut sqlx::AnyConnection,
+    topic: &str,
+    up_to_seq: u64,
+) -> Result<(), StoreError> {
+    let up_to = i64::try_from(up_to_seq).unwrap_or(i64::MAX);
+    sqlx::query("DELETE FROM events WHERE topic = $1 AND seq <= $2")
+        .bind(topic)
+        .bind(up_to)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO event_floors (topic, floor_seq) VALUES ($1, $2)
+         ON CONFLICT (topic) DO UPDATE SET floor_seq = CASE
+           WHEN event_floors.floor_seq > $2 THEN event_floors.floor_seq ELSE $2 END",
+    )
+    .bind(topic)
+    .bind(up_to)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Prunes, for every topic, the events created before `before_ms`, raising each topic's floor.
+/// Returns how many topics had events pruned.
+pub async fn prune_older_than(
+    conn: &mut sqlx::AnyConnection,
+    before_ms: u64,
+) -> Result<usize, StoreError> {
+    let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+    let rows: Vec<(String, i64)> = sqlx::query_as::<Any, (String, i64)>(
+        "SELECT topic, CAST(MAX(seq) AS BIGINT) FROM events WHERE created_at_ms < $1 GROUP BY topic",
+    )
+    .bind(before)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (topic, seq) in &rows {
+        prune(&mut *conn, topic, to_u64(*seq)?).await?;
+    }
+    Ok(rows.len())
+}
+
 fn to_u64(v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt("negative integer column".into()))
 }

@@ -7,8 +7,9 @@
 //! - [`migrate`]: each component (this crate, the ledger, each service) ships numbered
 //!   migrations in its own version range; they run as one sqlx `Migrator`.
 //! - [`idempotency`]: the record behind every mutation's `idempotency_key`.
-//! - [`journal`]: the per-topic event journal (`topic`, `seq`).
-//! - [`receipt_log`]: the per-issuer receipt log (`log_index`, `prev_hash`).
+//! - [`journal`]: the per-topic event journal (`topic`, `seq`), with retention floors.
+//! - [`receipt_log`]: the per-issuer receipt log (`log_index`, `prev_hash`), its Merkle leaves
+//!   and its signed checkpoints.
 //!
 //! SQL conventions, so that the same text runs on both databases: `$1` placeholders, `BIGINT`
 //! and `TEXT` columns only (no booleans or unsigned types), `CAST(SUM(x) AS BIGINT)` for sums,

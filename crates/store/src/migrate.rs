@@ -24,11 +24,23 @@ pub struct MigrationSet {
 /// This crate's own tables: idempotency records, the event journal and the receipt log.
 pub static CORE: MigrationSet = MigrationSet {
     component: "store",
-    migrations: &[(
-        1_000_000_001,
-        "core tables",
-        include_str!("../migrations/1000000001_core.sql"),
-    )],
+    migrations: &[
+        (
+            1_000_000_001,
+            "core tables",
+            include_str!("../migrations/1000000001_core.sql"),
+        ),
+        (
+            1_000_000_002,
+            "receipt checkpoints and event retention floors",
+            include_str!("../migrations/1000000002_audit.sql"),
+        ),
+        (
+            1_000_000_003,
+            "checkpoint frontiers",
+            include_str!("../migrations/1000000003_checkpoint_frontier.sql"),
+        ),
+    ],
 };
 
 /// Applies [`CORE`] and `sets` in version order. On PostgreSQL, sqlx holds an advisory lock

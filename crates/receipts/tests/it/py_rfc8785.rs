@@ -25,7 +25,7 @@ with open(sys.argv[1], encoding="utf-8") as f:
 
 /// Whether `python3 -c "import rfc8785"` works; if not, fails or skips per
 /// `OA_REQUIRE_PY_RFC8785`.
-fn python_with_rfc8785() -> bool {
+pub fn python_with_rfc8785() -> bool {
     let probe = Command::new("python3")
         .args(["-c", "import rfc8785"])
         .output();

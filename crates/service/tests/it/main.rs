@@ -2,4 +2,6 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod audit;
+mod events;
 mod router;

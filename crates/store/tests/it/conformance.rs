@@ -231,3 +231,112 @@ async fn a_rolled_back_receipt_leaves_no_trace() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn checkpoints_sign_the_merkle_root_of_the_log_once_per_size() {
+    each_backend(|db| async move {
+        let key = Arc::new(ReceiptKey::generate());
+        let log = ReceiptLog::new("test", key.clone());
+        let mut conn = db.pool().acquire().await.unwrap();
+        assert!(log.checkpoint(&mut conn, 1).await.unwrap().is_none());
+        drop(conn);
+        for i in 0..5 {
+            let mut tx = db.begin().await.unwrap();
+            log.append(&mut tx, draft(i), 10).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        let mut conn = db.pool().acquire().await.unwrap();
+        let cp = log.checkpoint(&mut conn, 20).await.unwrap().unwrap();
+        assert!(log.checkpoint(&mut conn, 21).await.unwrap().is_none());
+        let all = receipt_log::list(&mut conn, "test", 0, 100).await.unwrap();
+        let leaves: Vec<_> = all
+            .iter()
+            .map(|r| oa_receipts::merkle::leaf_hash(r.hash.as_bytes()))
+            .collect();
+        assert_eq!(
+            receipt_log::leaf_hashes(&mut conn, "test", 5)
+                .await
+                .unwrap(),
+            leaves
+        );
+        let checked = oa_receipts::Checkpoint::verify(&cp.note, "test", key.key_id()).unwrap();
+        assert_eq!(
+            (checked.tree_size, checked.root),
+            (5, oa_receipts::merkle::root(&leaves))
+        );
+        let listed = receipt_log::list_checkpoints(&mut conn, "test", 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(listed, vec![cp.clone()]);
+        assert_eq!(
+            receipt_log::latest_checkpoint(&mut conn, "test")
+                .await
+                .unwrap(),
+            Some(cp)
+        );
+        drop(conn);
+        // The next checkpoints resume from the stored frontier; their roots must still be the
+        // roots of the whole log.
+        for round in 0..3 {
+            for i in 0..(3 + round) {
+                let mut tx = db.begin().await.unwrap();
+                log.append(&mut tx, draft(100 * (round + 1) + i), 30)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+            let mut conn = db.pool().acquire().await.unwrap();
+            let cp = log.checkpoint(&mut conn, 40).await.unwrap().unwrap();
+            let size = receipt_log::size(&mut conn, "test").await.unwrap();
+            let leaves = receipt_log::leaf_hashes(&mut conn, "test", size)
+                .await
+                .unwrap();
+            assert_eq!(cp.tree_size, size);
+            assert_eq!(*cp.root_hash.as_bytes(), oa_receipts::merkle::root(&leaves));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pruning_raises_the_journal_floor_and_never_lowers_it() {
+    each_backend(|db| async move {
+        let mut tx = db.begin().await.unwrap();
+        for _ in 0..5 {
+            journal::append(&mut tx, "t", "k", &serde_json::json!({}), 1)
+                .await
+                .unwrap();
+        }
+        journal::prune(&mut tx, "t", 3).await.unwrap();
+        journal::prune(&mut tx, "t", 2).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut conn = db.pool().acquire().await.unwrap();
+        assert_eq!(journal::floor(&mut conn, "t").await.unwrap(), 3);
+        assert_eq!(journal::head(&mut conn, "t").await.unwrap(), 5);
+        let left = journal::read(&mut conn, "t", 0, 10).await.unwrap();
+        assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pruning_by_age_keeps_recent_events_of_every_topic() {
+    each_backend(|db| async move {
+        let mut tx = db.begin().await.unwrap();
+        for (topic, at) in [("a", 10), ("a", 20), ("a", 30), ("b", 5), ("b", 40)] {
+            journal::append(&mut tx, topic, "k", &serde_json::json!({}), at)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        assert_eq!(journal::prune_older_than(&mut tx, 25).await.unwrap(), 2);
+        tx.commit().await.unwrap();
+        let mut conn = db.pool().acquire().await.unwrap();
+        assert_eq!(journal::floor(&mut conn, "a").await.unwrap(), 2);
+        assert_eq!(journal::floor(&mut conn, "b").await.unwrap(), 1);
+        let a = journal::read(&mut conn, "a", 2, 10).await.unwrap();
+        assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+    })
+    .await;
+}

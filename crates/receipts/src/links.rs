@@ -1,0 +1,252 @@
+//! Cross-service link rules, and walking the links of one payment.
+//!
+//! Each receipt class that depends on another names it in `links`. [`LINK_RULES`] says, per pair
+//! of classes, when the link is mandatory and which body fields must agree across it; the
+//! auditor ([`crate::verify_export`]) applies every rule to every receipt. Adding a receipt class
+//! that links another is one new entry in that table.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{Map, Value};
+
+use crate::hash::Hash;
+use crate::receipt::Receipt;
+
+/// What must hold between a receipt of class `from` and the receipt of class `to` it links.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkRule {
+    /// Schema of the linking receipt.
+    pub from: &'static str,
+    /// Schema of the linked receipt.
+    pub to: &'static str,
+    /// The link is mandatory when this body field of `from` has one of these values.
+    pub required_when: (&'static str, &'static [&'static str]),
+    /// A body field of `from` holding the linked receipt's hash, if the class has one; when
+    /// present and non-empty it must equal the hash of the linked receipt.
+    pub hash_field: Option<&'static str>,
+    /// Pairs of body fields (`from`'s, `to`'s) that must be equal strings.
+    pub equal: &'static [(&'static str, &'static str)],
+    /// Sums of decimal-string amount fields (`from`'s, `to`'s) that must be equal.
+    pub equal_totals: &'static [(&'static [&'static str], &'static [&'static str])],
+}
+
+/// Hydra's invoice pay receipt.
+pub const HYDRA_INVOICE_PAY: &str = "oa.hydra.invoice_pay_receipt.v1";
+/// The wallet-executor's payment receipt.
+pub const EXECUTOR_PAYMENT: &str = "oa.wallet_executor.payment_receipt.v1";
+/// Treasury's payment attempt receipt.
+pub const TREASURY_ATTEMPT: &str = "oa.treasury.payment_attempt_receipt.v1";
+
+/// Every cross-service rule the auditor enforces.
+pub const LINK_RULES: &[LinkRule] = &[
+    // Hydra pays through the executor: a successful pay links the executor's receipt for the
+    // same payment hash, amount and fee.
+    LinkRule {
+        from: HYDRA_INVOICE_PAY,
+        to: EXECUTOR_PAYMENT,
+        required_when: ("status", &["succeeded"]),
+        hash_field: Some("executor_receipt"),
+        equal: &[
+            ("payment_hash", "payment_hash"),
+            ("amount_msat", "amount_msat"),
+            ("fee_msat", "fee_msat"),
+        ],
+        equal_totals: &[(&["amount_msat", "fee_msat"], &["amount_msat", "fee_msat"])],
+    },
+    // Treasury pays through Hydra: a successful attempt links Hydra's pay receipt for the same
+    // payment hash, and what treasury spent (amount + fee) is what Hydra spent.
+    LinkRule {
+        from: TREASURY_ATTEMPT,
+        to: HYDRA_INVOICE_PAY,
+        required_when: ("state", &["succeeded"]),
+        hash_field: Some("hydra_receipt"),
+        equal: &[("payment_hash", "payment_hash")],
+        equal_totals: &[(&["amount_msat", "fee_msat"], &["amount_msat", "fee_msat"])],
+    },
+];
+
+/// Whether any rule mentions `schema` (so the auditor keeps such receipts' bodies).
+#[must_use]
+pub fn has_rules(schema: &str) -> bool {
+    LINK_RULES
+        .iter()
+        .any(|r| r.from == schema || r.to == schema)
+}
+
+fn text<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
+    body.get(field).and_then(Value::as_str)
+}
+
+fn total(body: &Map<String, Value>, fields: &[&str]) -> Result<u64, String> {
+    fields.iter().try_fold(0u64, |acc, f| {
+        let v = text(body, f)
+            .and_then(crate::u64_string::parse)
+            .ok_or_else(|| format!("{f} is not a decimal amount"))?;
+        acc.checked_add(v)
+            .ok_or_else(|| "amounts overflow u64".to_owned())
+    })
+}
+
+/// A receipt's class and body, as the rules need them.
+pub(crate) struct Linked<'a> {
+    pub schema: &'a str,
+    pub body: &'a Map<String, Value>,
+}
+
+/// Problems of receipt `from` (with `links`) under every rule. `resolve` finds a linked receipt
+/// by hash (those missing from the export are reported elsewhere as unresolved links). Returns
+/// `(missing_link, detail)` pairs: `true` for a mandatory link that is absent.
+pub(crate) fn check<'a>(
+    from: &Linked<'_>,
+    links: &[Hash],
+    resolve: impl Fn(&Hash) -> Option<Linked<'a>>,
+) -> Vec<(bool, String)> {
+    let mut problems = Vec::new();
+    for rule in LINK_RULES.iter().filter(|r| r.from == from.schema) {
+        let targets: Vec<(Hash, Linked<'a>)> = links
+            .iter()
+            .filter_map(|h| resolve(h).map(|l| (*h, l)))
+            .filter(|(_, l)| l.schema == rule.to)
+            .collect();
+        let (field, values) = rule.required_when;
+        let required = text(from.body, field).is_some_and(|v| values.contains(&v));
+        if targets.is_empty() {
+            if required {
+                problems.push((
+                    true,
+                    format!(
+                        "{field} {:?} requires a link to a {} receipt; none in the export",
+                        text(from.body, field).unwrap_or(""),
+                        rule.to
+                    ),
+                ));
+            }
+            continue;
+        }
+        for (hash, to) in &targets {
+            if let Some(f) = rule.hash_field
+                && let Some(named) = text(from.body, f).filter(|s| !s.is_empty())
+                && named != hash.to_string()
+            {
+                problems.push((false, format!("body {f} {named} is not the linked {hash}")));
+            }
+            for (a, b) in rule.equal {
+                let (x, y) = (text(from.body, a), text(to.body, b));
+                if x.is_none() || x != y {
+                    problems.push((
+                        false,
+                        format!(
+                            "{a} {:?} differs from the linked {} receipt's {b} {:?}",
+                            x.unwrap_or(""),
+                            rule.to,
+                            y.unwrap_or("")
+                        ),
+                    ));
+                }
+            }
+            for (a, b) in rule.equal_totals {
+                match (total(from.body, a), total(to.body, b)) {
+                    (Ok(x), Ok(y)) if x == y => {}
+                    (Ok(x), Ok(y)) => problems.push((
+                        false,
+                        format!(
+                            "{} = {x} but the linked {} receipt's {} = {y}",
+                            a.join(" + "),
+                            rule.to,
+                            b.join(" + ")
+                        ),
+                    )),
+                    (Err(e), _) | (_, Err(e)) => problems.push((false, e)),
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// One receipt in a [`trace`], with its depth below the receipt that started the payment.
+#[derive(Debug, Clone)]
+pub struct TraceStep<'a> {
+    /// 0 for the top (a receipt nothing else links), 1 for what it links, and so on.
+    pub depth: usize,
+    /// The receipt.
+    pub receipt: &'a Receipt,
+}
+
+/// Body fields that identify a payment: a `trace` starts from every receipt whose body has one
+/// of them equal to the needle.
+pub const TRACE_FIELDS: &[&str] = &["payment_hash", "payment_id", "quote_id"];
+
+/// "What happened to payment X": every receipt connected by links to a receipt whose body names
+/// `needle` in one of [`TRACE_FIELDS`] (or whose hash or id is `needle`), ordered top-down from
+/// the receipts nothing else links (for a payment: treasury's attempt, then Hydra's pay, then the
+/// executor's payment), then by issue time.
+#[must_use]
+pub fn trace<'a>(receipts: &'a [Receipt], needle: &str) -> Vec<TraceStep<'a>> {
+    let by_hash: HashMap<Hash, usize> = receipts
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.hash, i))
+        .collect();
+    let mut parents: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, r) in receipts.iter().enumerate() {
+        for l in &r.links {
+            if let Some(&j) = by_hash.get(l) {
+                parents.entry(j).or_default().push(i);
+            }
+        }
+    }
+    let mut component = BTreeSet::new();
+    let mut stack: Vec<usize> = receipts
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.receipt_id == needle
+                || r.hash.to_string() == needle
+                || TRACE_FIELDS
+                    .iter()
+                    .any(|f| text(&r.body, f) == Some(needle))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    while let Some(i) = stack.pop() {
+        if !component.insert(i) {
+            continue;
+        }
+        stack.extend(receipts[i].links.iter().filter_map(|l| by_hash.get(l)));
+        stack.extend(parents.get(&i).into_iter().flatten());
+    }
+    // Depth: longest chain of links from a top receipt within the component.
+    let mut depth: HashMap<usize, usize> = HashMap::new();
+    let mut order: Vec<usize> = component.iter().copied().collect();
+    order.sort_by_key(|&i| (receipts[i].issued_at_ms, i));
+    for _ in 0..order.len() {
+        let mut changed = false;
+        for &i in &order {
+            let d = parents
+                .get(&i)
+                .into_iter()
+                .flatten()
+                .filter(|p| component.contains(p))
+                .map(|p| depth.get(p).copied().unwrap_or(0) + 1)
+                .max()
+                .unwrap_or(0);
+            if depth.get(&i) != Some(&d) {
+                depth.insert(i, d);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut steps: Vec<TraceStep<'a>> = order
+        .into_iter()
+        .map(|i| TraceStep {
+            depth: depth.get(&i).copied().unwrap_or(0),
+            receipt: &receipts[i],
+        })
+        .collect();
+    steps.sort_by_key(|s| (s.depth, s.receipt.issued_at_ms));
+    steps
+}
