@@ -39,6 +39,9 @@ enum Command {
     /// Verify a Merkle inclusion or consistency proof.
     #[command(subcommand)]
     Proof(receipts::ProofCommand),
+    /// Ledger statements of the services that keep their money in the ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Run one service in this process.
     #[command(subcommand)]
     Serve(Box<Serve>),
@@ -54,6 +57,26 @@ enum Command {
         scopes: Vec<String>,
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// The CSV statement of a service's ledger for [from-ms, to-ms): opening balance, period
+    /// debits and credits, closing balance per account.
+    Statement {
+        #[arg(long, default_value = ".oa")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "treasury")]
+        service: String,
+        #[arg(long, default_value_t = 0)]
+        from_ms: u64,
+        /// Defaults to now.
+        #[arg(long)]
+        to_ms: Option<u64>,
+        /// Write the CSV here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -74,6 +97,13 @@ async fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::Receipts(cmd) => receipts::run(cmd).await,
         Command::Proof(cmd) => receipts::proof(cmd),
+        Command::Ledger(LedgerCommand::Statement {
+            data_dir,
+            service,
+            from_ms,
+            to_ms,
+            out,
+        }) => ledger_statement(&data_dir, &service, from_ms, to_ms, out.as_deref()).await,
         Command::Serve(svc) => match *svc {
             Serve::Treasury(c) => treasury::run(c).await,
             Serve::Hydra(c) => hydra::run(c).await,
@@ -96,6 +126,45 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn ledger_statement(
+    data_dir: &std::path::Path,
+    service: &str,
+    from_ms: u64,
+    to_ms: Option<u64>,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let suite = suite::Suite::load(data_dir)?;
+    let svc = suite.service(service)?;
+    let to_ms = match to_ms {
+        Some(t) => t,
+        None => u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis(),
+        )?,
+    };
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/ledger/statement?from_ms={from_ms}&to_ms={to_ms}",
+            svc.url
+        ))
+        .bearer_auth(&svc.token)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "{service} refused the statement ({status}): {body}"
+    );
+    match out {
+        Some(path) => std::fs::write(path, body)?,
+        None => print!("{body}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn token(

@@ -50,6 +50,7 @@ fn scopes(service: &str) -> &'static [&'static str] {
             "treasury:admin",
             "receipts:read",
             "events:read",
+            "ledger:read",
         ],
         "hydra" => &[
             "hydra:liquidity",

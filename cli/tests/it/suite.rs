@@ -206,6 +206,19 @@ async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
     let dir = up.dir.path().to_str().unwrap().to_owned();
     let (ok, out) = oa(&["demo", "--data-dir", &dir]);
     assert!(ok, "{out}");
+    // The treasury ledger's statement: the agents' budgets and spending, summing to zero.
+    let (ok, csv) = oa(&["ledger", "statement", "--data-dir", &dir]);
+    assert!(ok, "{csv}");
+    assert!(
+        csv.contains("\"budget:agent-7\"") && csv.contains("\"spent:demo-agent\""),
+        "{csv}"
+    );
+    let closing: i128 = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse::<i128>().unwrap())
+        .sum();
+    assert_eq!(closing, 0, "the statement balances: {csv}");
     let export = up.dir.path().join("export.jsonl");
     for svc in ["treasury", "hydra", "wallet-executor"] {
         wait_for_checkpoint(&up, svc).await;

@@ -78,6 +78,7 @@ mod error;
 mod fast;
 mod invariants;
 mod sql;
+mod statement;
 mod types;
 
 use std::time::Duration;
@@ -94,6 +95,7 @@ pub use codes::{AccountError, TransferError};
 pub use engine::TransferResult;
 pub use error::LedgerError;
 pub use invariants::{MAX_VIOLATIONS, Violation, audit, check_invariants};
+pub use statement::{MAX_STATEMENT_ACCOUNTS, StatementLine, statement, statement_csv};
 pub use types::{
     Account, AccountFlags, BalanceChange, BalanceSnapshot, Balances, MAX_BALANCE_MSAT, MAX_ID_LEN,
     MAX_USER_DATA_LEN, Movement, NewAccount, NewTransfer, Outcome, Page, PendingState, Transfer,

@@ -19,6 +19,7 @@ pub mod config;
 mod error;
 pub mod events;
 mod json;
+pub mod ledger;
 pub mod metrics;
 pub mod openapi;
 pub mod receipts;

@@ -111,10 +111,21 @@ pub async fn build(
     let api = http::router(http::TreasuryState {
         payments: payments.clone(),
         verifier: base.keys.verifier.clone(),
-    });
+    })
+    .merge(oa_service::ledger::router(
+        oa_service::ledger::LedgerState {
+            db: base.db.clone(),
+            verifier: base.keys.verifier.clone(),
+        },
+    ));
+    let routes: Vec<oa_service::Route> = http::ROUTES
+        .iter()
+        .chain(oa_service::ledger::ROUTES.iter())
+        .copied()
+        .collect();
     let http = base.router(
         api,
-        &http::ROUTES,
+        &routes,
         Some(count_by(&base.db, "treasury_payments", "state")),
     );
     Ok(App {

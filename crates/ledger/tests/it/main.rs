@@ -7,5 +7,6 @@ mod conformance;
 mod invariants;
 mod lookups;
 mod props;
+mod statement;
 mod support;
 mod two_phase;

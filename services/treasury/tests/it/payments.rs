@@ -373,6 +373,74 @@ async fn a_limit_cannot_go_below_what_is_spent() {
     t.ledger_conserved().await;
 }
 
+#[tokio::test]
+async fn the_ledger_statement_shows_budgets_and_spending_and_balances_to_zero() {
+    let t = Treasury::start(100_000).await;
+    let (status, _) = t
+        .pay(
+            "k1",
+            "agent-1",
+            &invoice(40_000, Network::Regtest, HOUR),
+            1_000,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let url = format!("/v1/ledger/statement?from_ms=0&to_ms={}", u64::MAX / 4);
+    let token = t
+        .ring
+        .operator_token("treasury", &["ledger:read"], Duration::from_secs(60))
+        .unwrap();
+    let req = http::Request::get(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(t.router.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let csv = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        csv.contains("\"budget:agent-1\",1,1,0,40007,100000,59993"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\"spent:agent-1\",1,2,0,0,40007,40007"),
+        "{csv}"
+    );
+    let closing: i128 = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse::<i128>().unwrap())
+        .sum();
+    assert_eq!(closing, 0, "double entry");
+    // Scope and parameters.
+    let (status, _) = t.call("GET", &url, Some(&t.token.clone()), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, err) = t
+        .call(
+            "GET",
+            "/v1/ledger/statement?from_ms=5&to_ms=1",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_PERIOD"))
+    );
+    let (status, err) = t
+        .call("GET", "/v1/ledger/statement?from_ms=x", Some(&token), None)
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_QUERY"))
+    );
+}
+
 fn vectors() -> std::path::PathBuf {
     oa_testkit::vectors_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
 }
