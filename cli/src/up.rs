@@ -115,7 +115,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 format!("--executor-url=http://{}", addr(5)),
                 format!("--executor-receipt-keys={}", executor_key.key_id()),
             ]),
-            "wallet-executor" => flags.push(format!("--grpc-listen={}", addr(5))),
+            "wallet-executor" => flags.extend([
+                format!("--grpc-listen={}", addr(5)),
+                // The simulated network outlives restarts of the suite, as a real node would.
+                format!(
+                    "--sim-state-file={}",
+                    data_dir.join("wallet-executor-sim.jsonl").display()
+                ),
+            ]),
             _ => {}
         }
         let log = std::fs::File::create(log_path(&data_dir, name))?;

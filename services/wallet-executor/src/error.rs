@@ -22,6 +22,10 @@ pub enum WalletError {
     },
     #[error("no such payment")]
     NotFound,
+    #[error("no channel {0} at our node")]
+    ChannelNotFound(u64),
+    #[error("this idempotency key's first request is still being processed")]
+    IdempotencyInProgress,
     #[error("the Lightning node is unavailable: {0}")]
     NodeUnavailable(String),
     #[error("{0} is not supported by this backend")]
@@ -33,6 +37,15 @@ pub enum WalletError {
 impl From<sqlx::Error> for WalletError {
     fn from(e: sqlx::Error) -> Self {
         WalletError::Store(e.into())
+    }
+}
+
+impl From<crate::node::NodeError> for WalletError {
+    fn from(e: crate::node::NodeError) -> Self {
+        match e {
+            crate::node::NodeError::UnknownChannel(id) => WalletError::ChannelNotFound(id),
+            other => WalletError::NodeUnavailable(other.to_string()),
+        }
     }
 }
 
@@ -66,6 +79,12 @@ impl WalletError {
                 message,
             } => ApiError::new(StatusCode::FORBIDDEN, "CAP_EXCEEDED", message.clone())
                 .with_reason(*reason_code),
+            WalletError::ChannelNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND", self.to_string())
+            }
+            WalletError::IdempotencyInProgress => {
+                ApiError::conflict("IDEMPOTENCY_IN_PROGRESS", self.to_string())
+            }
             WalletError::NotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", self.to_string())
             }

@@ -1,5 +1,6 @@
 //! The custody channel (gRPC). Only authenticated callers with this service's audience reach it;
-//! each RPC checks its scope: `wallet:pay` to pay, `wallet:read` (or `wallet:pay`) to read.
+//! each RPC checks its scope: `wallet:pay` to pay, `wallet:read` (or `wallet:pay`) to read,
+//! `wallet:channels` to change channel policy.
 
 use std::sync::Arc;
 
@@ -7,16 +8,18 @@ use oa_auth::grpc::{claims, require_scope};
 use oa_proto::wallet::{self, wallet_executor_server::WalletExecutor};
 use tonic::{Request, Response, Status};
 
-use crate::{node::LightningNode, payments::Payments};
+use crate::{channels::Channels, node::LightningNode, payments::Payments};
 
 pub const SCOPE_PAY: &str = "wallet:pay";
 pub const SCOPE_READ: &str = "wallet:read";
+pub const SCOPE_CHANNELS: &str = "wallet:channels";
 /// Largest gRPC message accepted: requests are an invoice and a few numbers.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 pub struct ExecutorGrpc {
     pub payments: Arc<Payments>,
     pub node: Arc<dyn LightningNode>,
+    pub channels: Arc<Channels>,
 }
 
 fn require_read<T>(req: &Request<T>) -> Result<(), Status> {
@@ -73,5 +76,35 @@ impl WalletExecutor for ExecutorGrpc {
             remote_balance_msat: info.remote_balance.as_u64(),
             channel_count: info.channel_count,
         }))
+    }
+
+    async fn list_channels(
+        &self,
+        req: Request<wallet::ListChannelsRequest>,
+    ) -> Result<Response<wallet::ListChannelsResponse>, Status> {
+        require_read(&req)?;
+        Ok(Response::new(self.channels.list().await?))
+    }
+
+    async fn update_channel_policy(
+        &self,
+        req: Request<wallet::UpdateChannelPolicyRequest>,
+    ) -> Result<Response<wallet::UpdateChannelPolicyResponse>, Status> {
+        let caller = require_scope(&req, SCOPE_CHANNELS)?;
+        let resp = self
+            .channels
+            .update_policy(&caller.sub, req.into_inner())
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn forwarding_history(
+        &self,
+        req: Request<wallet::ForwardingHistoryRequest>,
+    ) -> Result<Response<wallet::ForwardingHistoryResponse>, Status> {
+        require_read(&req)?;
+        Ok(Response::new(
+            self.channels.forwarding_history(req.get_ref()).await?,
+        ))
     }
 }

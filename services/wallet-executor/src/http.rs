@@ -85,6 +85,10 @@ async fn create_invoice(
             crate::node::sim::SimError::Invoice(ref i) => {
                 ApiError::bad_request(i.code(), e.to_string())
             }
+            crate::node::sim::SimError::NoChannel(..) => {
+                ApiError::bad_request("NO_CHANNEL", e.to_string())
+            }
+            crate::node::sim::SimError::Journal(_) => ApiError::internal(e),
         })?;
     Ok(Json(wallet::CreateSimInvoiceResponse {
         invoice: created.bolt11,

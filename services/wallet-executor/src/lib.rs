@@ -5,6 +5,7 @@
 //! each payment hash at most once, enforces hard caps that hold even if a caller is compromised,
 //! and issues a signed receipt for every terminal payment.
 
+pub mod channels;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::{
+    channels::Channels,
     node::{LightningNode, sim::SimNetwork},
     payments::{Caps, Payments},
 };
@@ -67,6 +69,10 @@ pub struct Config {
     /// Seed of the simulated network (same seed, same node keys).
     #[arg(long, env = "OA_SIM_SEED", default_value_t = 1)]
     pub sim_seed: u64,
+    /// Journal of the simulated network: replayed at start-up and appended to, so the sim (which
+    /// lives in this process) survives a restart or a kill, as a real node would.
+    #[arg(long, env = "OA_SIM_STATE_FILE")]
+    pub sim_state_file: Option<std::path::PathBuf>,
     /// Hard cap: amount plus fee limit of one payment.
     #[arg(long, env = "OA_MAX_PAYMENT_MSAT", default_value_t = 100_000_000)]
     pub max_payment_msat: u64,
@@ -118,9 +124,16 @@ pub async fn build_with(
     let (keys, db) = (&base.keys, base.db.clone());
     let (node, sim): (Arc<dyn LightningNode>, Option<SimNetwork>) = match config.backend {
         Backend::Sim => {
-            let sim = sim.unwrap_or_else(|| {
-                SimNetwork::default_topology(config.sim_seed, config.network, clock.clone())
-            });
+            let sim = match (sim, &config.sim_state_file) {
+                (Some(sim), _) => sim,
+                (None, Some(path)) => {
+                    SimNetwork::open_journaled(config.sim_seed, config.network, clock.clone(), path)
+                        .context("--sim-state-file")?
+                }
+                (None, None) => {
+                    SimNetwork::default_topology(config.sim_seed, config.network, clock.clone())
+                }
+            };
             (Arc::new(sim.clone()), Some(sim))
         }
         Backend::Lnd => {
@@ -128,6 +141,12 @@ pub async fn build_with(
         }
     };
     let log = ReceiptLog::new(SERVICE, keys.receipt_key.clone());
+    let channels = Arc::new(Channels {
+        db: db.clone(),
+        node: node.clone(),
+        log: ReceiptLog::new(SERVICE, keys.receipt_key.clone()),
+        clock: clock.clone(),
+    });
     let payments = Arc::new(Payments::new(
         db.clone(),
         node.clone(),
@@ -140,6 +159,7 @@ pub async fn build_with(
         WalletExecutorServer::new(grpc::ExecutorGrpc {
             payments: payments.clone(),
             node,
+            channels,
         })
         .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
         oa_auth::grpc::interceptor(keys.verifier.clone()),
@@ -188,7 +208,17 @@ pub async fn serve(
         tonic::transport::Server::builder()
             .add_service(app.grpc)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                // Small unary calls: without TCP_NODELAY, Nagle's algorithm and delayed ACKs add
+                // ~40 ms to every response.
+                tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                    |conn| {
+                        if let Ok(c) = &conn {
+                            let _ = c.set_nodelay(true);
+                        }
+                        conn
+                    },
+                ),
                 grpc_shutdown,
             ),
     );

@@ -7,8 +7,12 @@
 //!    durable before anything is sent.
 //! 3. Send through the node (idempotent per payment hash by the node trait's contract).
 //! 4. On a terminal state, in one transaction: finish the payment (once, guarded by its status),
-//!    append the signed receipt, store the idempotent response. A payment still in flight is
-//!    tracked in the background; after a restart every in-flight payment is tracked, never re-sent.
+//!    append the signed receipt, store the idempotent response. The finisher task commits the
+//!    results that are ready together (group commit, up to `FINISH_BATCH` results); each caller hears
+//!    its result only after that commit. A payment still in flight is tracked in the background;
+//!    after a restart every in-flight payment is tracked, never re-sent. A payment the node has
+//!    no record of (the process died after recording the intent, before the node got it) is
+//!    recorded as failed `NOT_SENT`: nothing was sent, nothing will be.
 
 use std::{
     collections::HashSet,
@@ -30,7 +34,7 @@ use serde::Serialize;
 
 use crate::{
     error::WalletError,
-    node::{LightningNode, PayState, SendRequest},
+    node::{FailureCode, LightningNode, NodeError, PayState, SendRequest},
     store::{self, FAILED, IN_FLIGHT, PaymentRow, SUCCEEDED},
 };
 
@@ -69,6 +73,186 @@ pub struct Payments {
     pub caps: Caps,
     pub network: Network,
     tracking: Mutex<HashSet<String>>,
+    finisher: tokio::sync::mpsc::Sender<FinishJob>,
+}
+
+/// Most payment results committed in one transaction: bounds the time the single SQLite writer
+/// is held and the work redone one by one if a batch fails.
+const FINISH_BATCH: usize = 64;
+/// Results waiting for the finisher; callers wait (back-pressure) when it is full.
+const FINISH_QUEUE: usize = 1_024;
+
+struct FinishJob {
+    payment_hash: String,
+    state: PayState,
+    known: Option<PaymentRow>,
+    reply: tokio::sync::oneshot::Sender<Result<Option<wallet::PaymentResponse>, WalletError>>,
+}
+
+/// What the finisher needs to record results.
+struct Recorder {
+    db: Db,
+    log: ReceiptLog,
+    clock: Arc<dyn Clock>,
+    window: Duration,
+    backend: &'static str,
+}
+
+/// Takes results as they come and commits each run of them in one transaction. If a batch
+/// fails, its results are retried one per transaction, so one bad result cannot hold back
+/// the others; each caller gets its own answer.
+async fn run_finisher(rec: Recorder, mut rx: tokio::sync::mpsc::Receiver<FinishJob>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < FINISH_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        match rec.finish_batch(&jobs).await {
+            Ok(results) => {
+                for (job, r) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(r));
+                }
+            }
+            Err(e) if jobs.len() == 1 => {
+                if let Some(job) = jobs.pop() {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    batch = jobs.len(),
+                    "batch of payment results failed, retrying one by one: {e}"
+                );
+                for job in jobs {
+                    let r = rec
+                        .finish_batch(std::slice::from_ref(&job))
+                        .await
+                        .map(|mut v| v.pop().flatten());
+                    let _ = job.reply.send(r);
+                }
+            }
+        }
+    }
+}
+
+impl Recorder {
+    async fn finish_batch(
+        &self,
+        jobs: &[FinishJob],
+    ) -> Result<Vec<Option<wallet::PaymentResponse>>, WalletError> {
+        let mut tx = self.db.begin().await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(self.finish_in(&mut tx, job).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// One result, inside the batch's transaction. The guarded update runs first, so a payment
+    /// someone else finished is skipped before anything is written for it.
+    async fn finish_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        job: &FinishJob,
+    ) -> Result<Option<wallet::PaymentResponse>, WalletError> {
+        let now = self.clock.now_ms();
+        let payment_hash = job.payment_hash.as_str();
+        let row = match &job.known {
+            Some(row) => row.clone(),
+            None => store::get(&mut *tx, payment_hash)
+                .await?
+                .ok_or(WalletError::NotFound)?,
+        };
+        let (status, fee, preimage, code, reason) = match &job.state {
+            PayState::Succeeded { preimage, fee } => {
+                (SUCCEEDED, *fee, Some(preimage.to_string()), None, None)
+            }
+            PayState::Failed { code, reason } => (
+                FAILED,
+                Msat::ZERO,
+                None,
+                Some(code.as_str()),
+                Some(reason.as_str()),
+            ),
+            PayState::InFlight => return Ok(None),
+        };
+        // Guarded by `status = 'in_flight'` (on PostgreSQL a concurrent finisher blocks on the
+        // row and then finds it finished): the payment ends once.
+        if !store::finish(
+            &mut *tx,
+            payment_hash,
+            &store::Finish {
+                status,
+                fee,
+                preimage: preimage.as_deref(),
+                failure_code: code,
+                failure_reason: reason,
+                resolved_at_ms: now,
+            },
+        )
+        .await?
+        {
+            return Ok(None);
+        }
+        if status == FAILED {
+            let committed = row.amount.checked_add(row.fee_limit).unwrap_or(Msat::MAX);
+            let bucket_ms = (u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX)
+                / WINDOW_BUCKETS)
+                .max(1);
+            store::add_to_bucket(&mut *tx, row.created_at_ms / bucket_ms, -committed.as_i64())
+                .await?;
+        }
+        let body = PaymentReceiptBody {
+            payment_hash,
+            status,
+            amount_msat: row.amount,
+            fee_msat: fee,
+            fee_limit_msat: row.fee_limit,
+            preimage: preimage.as_deref(),
+            payee_pubkey: &row.payee_pubkey,
+            failure_code: code,
+            failure_reason: reason,
+            backend: self.backend,
+            created_at_ms: row.created_at_ms,
+        };
+        let draft = ReceiptDraft {
+            schema: RECEIPT_SCHEMA.into(),
+            receipt_id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
+            idempotency_key: row.idempotency_key.clone(),
+            links: vec![],
+            body: oa_receipts::body_from(&body)?,
+        };
+        let receipt = self.log.append(&mut *tx, draft, now).await?;
+        let receipt_hash = receipt.hash.to_string();
+        store::set_receipt_hash(&mut *tx, payment_hash, &receipt_hash).await?;
+        let finished = PaymentRow {
+            status: status.to_owned(),
+            fee,
+            preimage: preimage.clone(),
+            failure_code: code.map(str::to_owned),
+            failure_reason: reason.map(str::to_owned),
+            resolved_at_ms: Some(now),
+            receipt_hash: Some(receipt_hash),
+            ..row.clone()
+        };
+        let response = to_response(&finished, Some(&receipt));
+        let json = serde_json::to_string(&response)
+            .map_err(|e| WalletError::Store(oa_store::StoreError::Corrupt(e.to_string())))?;
+        idempotency::complete(
+            &mut *tx,
+            &row.idempotency_scope,
+            &row.idempotency_key,
+            200,
+            &json,
+            now,
+        )
+        .await?;
+        Ok(Some(response))
+    }
 }
 
 /// The body of a payment receipt (schema [`RECEIPT_SCHEMA`]). Absent values are omitted, never
@@ -101,6 +285,17 @@ impl Payments {
         caps: Caps,
         network: Network,
     ) -> Self {
+        let (finisher, rx) = tokio::sync::mpsc::channel(FINISH_QUEUE);
+        tokio::spawn(run_finisher(
+            Recorder {
+                db: db.clone(),
+                log: log.clone(),
+                clock: clock.clone(),
+                window: caps.window,
+                backend: node.backend(),
+            },
+            rx,
+        ));
         Self {
             db,
             node,
@@ -109,6 +304,7 @@ impl Payments {
             caps,
             network,
             tracking: Mutex::new(HashSet::new()),
+            finisher,
         }
     }
 
@@ -181,12 +377,42 @@ impl Payments {
             }
             Claim::New => {}
         }
-        if let Some(existing) = store::get(&mut tx, &hash_hex).await? {
+        let row = PaymentRow {
+            payment_hash: hash_hex.clone(),
+            idempotency_scope: scope.clone(),
+            idempotency_key: req.idempotency_key.clone(),
+            invoice: invoice.bolt11.clone(),
+            payee_pubkey: invoice.payee_pubkey.clone(),
+            amount: invoice.amount,
+            fee_limit,
+            status: IN_FLIGHT.into(),
+            fee: Msat::ZERO,
+            preimage: None,
+            failure_code: None,
+            failure_reason: None,
+            created_at_ms: now,
+            resolved_at_ms: None,
+            receipt_hash: None,
+        };
+        // The primary key on payment_hash is the exactly-once guard: a second request for a hash
+        // fails here, whatever its idempotency key. Only then is the existing row read, outside
+        // this (on PostgreSQL, aborted) transaction, to say what became of it.
+        if let Err(e) = store::insert(&mut tx, &row).await {
+            if !e.is_unique_violation() {
+                return Err(e.into());
+            }
             tx.rollback().await?;
+            let mut conn = self
+                .db
+                .pool()
+                .acquire()
+                .await
+                .map_err(oa_store::StoreError::from)?;
+            let existing = store::get(&mut conn, &hash_hex).await?;
             return Err(WalletError::HashAlreadyUsed(
-                match existing.status.as_str() {
-                    SUCCEEDED => "succeeded",
-                    FAILED => "failed",
+                match existing.as_ref().map(|r| r.status.as_str()) {
+                    Some(SUCCEEDED) => "succeeded",
+                    Some(FAILED) => "failed",
                     _ => "in_flight",
                 },
             ));
@@ -210,32 +436,7 @@ impl Payments {
                 ),
             });
         }
-        let row = PaymentRow {
-            payment_hash: hash_hex.clone(),
-            idempotency_scope: scope.clone(),
-            idempotency_key: req.idempotency_key.clone(),
-            invoice: invoice.bolt11.clone(),
-            payee_pubkey: invoice.payee_pubkey.clone(),
-            amount: invoice.amount,
-            fee_limit,
-            status: IN_FLIGHT.into(),
-            fee: Msat::ZERO,
-            preimage: None,
-            failure_code: None,
-            failure_reason: None,
-            created_at_ms: now,
-            resolved_at_ms: None,
-            receipt_hash: None,
-        };
-        if let Err(e) = store::insert(&mut tx, &row).await {
-            // A concurrent request for the same hash (on PostgreSQL) won the primary key.
-            if e.is_unique_violation() {
-                return Err(WalletError::HashAlreadyUsed("in_flight"));
-            }
-            return Err(e.into());
-        }
         store::add_to_bucket(&mut tx, bucket, committed.as_i64()).await?;
-        idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, &hash_hex).await?;
         tx.commit().await?;
 
         let send = SendRequest {
@@ -255,7 +456,9 @@ impl Payments {
             Err(_) => PayState::InFlight,
         };
         if state.is_terminal() {
-            self.finish(&hash_hex, state).await?;
+            if let Some(done) = self.finish(&hash_hex, state, Some(row)).await? {
+                return Ok(done);
+            }
         } else {
             self.spawn_tracker(invoice.payment_hash);
         }
@@ -263,89 +466,29 @@ impl Payments {
     }
 
     /// Records a terminal state once: payment row, window give-back, receipt and idempotent
-    /// response commit together.
-    async fn finish(&self, payment_hash: &str, state: PayState) -> Result<(), WalletError> {
-        let now = self.clock.now_ms();
-        let mut tx = self.db.begin().await?;
-        let Some(row) = store::get(&mut tx, payment_hash).await? else {
-            return Err(WalletError::NotFound);
-        };
-        let (status, fee, preimage, code, reason) = match &state {
-            PayState::Succeeded { preimage, fee } => {
-                (SUCCEEDED, *fee, Some(preimage.to_string()), None, None)
-            }
-            PayState::Failed { code, reason } => (
-                FAILED,
-                Msat::ZERO,
-                None,
-                Some(code.as_str()),
-                Some(reason.as_str()),
-            ),
-            PayState::InFlight => return Ok(()),
-        };
-        if !store::finish(
-            &mut tx,
-            payment_hash,
-            status,
-            fee,
-            preimage.as_deref(),
-            code,
-            reason,
-            now,
-        )
-        .await?
-        {
-            // Already finished by another task.
-            tx.rollback().await?;
-            return Ok(());
-        }
-        if status == FAILED {
-            let committed = row.amount.checked_add(row.fee_limit).unwrap_or(Msat::MAX);
-            let bucket_ms = (u64::try_from(self.caps.window.as_millis()).unwrap_or(u64::MAX)
-                / WINDOW_BUCKETS)
-                .max(1);
-            store::add_to_bucket(&mut tx, row.created_at_ms / bucket_ms, -committed.as_i64())
-                .await?;
-        }
-        let body = PaymentReceiptBody {
-            payment_hash,
-            status,
-            amount_msat: row.amount,
-            fee_msat: fee,
-            fee_limit_msat: row.fee_limit,
-            preimage: preimage.as_deref(),
-            payee_pubkey: &row.payee_pubkey,
-            failure_code: code,
-            failure_reason: reason,
-            backend: self.node.backend(),
-            created_at_ms: row.created_at_ms,
-        };
-        let draft = ReceiptDraft {
-            schema: RECEIPT_SCHEMA.into(),
-            receipt_id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
-            idempotency_key: row.idempotency_key.clone(),
-            links: vec![],
-            body: oa_receipts::body_from(&body)?,
-        };
-        let receipt = self.log.append(&mut tx, draft, now).await?;
-        store::set_receipt_hash(&mut tx, payment_hash, &receipt.hash.to_string()).await?;
-        let finished = store::get(&mut tx, payment_hash)
-            .await?
-            .ok_or(WalletError::NotFound)?;
-        let response = to_response(&finished, Some(&receipt));
-        let json = serde_json::to_string(&response)
-            .map_err(|e| WalletError::Store(oa_store::StoreError::Corrupt(e.to_string())))?;
-        idempotency::complete(
-            &mut tx,
-            &row.idempotency_scope,
-            &row.idempotency_key,
-            200,
-            &json,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+    /// response commit together. Returns the stored response, or `None` if another task had
+    /// already finished the payment. `known` is the row as the caller committed it (saves
+    /// reading it back). The work is handed to the finisher task, which commits several
+    /// payments' results in one transaction (group commit).
+    async fn finish(
+        &self,
+        payment_hash: &str,
+        state: PayState,
+        known: Option<PaymentRow>,
+    ) -> Result<Option<wallet::PaymentResponse>, WalletError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let stopped =
+            || WalletError::Store(oa_store::StoreError::Corrupt("the finisher stopped".into()));
+        self.finisher
+            .send(FinishJob {
+                payment_hash: payment_hash.to_owned(),
+                state,
+                known,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// The current state of the payment created under an idempotency key.
@@ -405,13 +548,30 @@ impl Payments {
             let mut backoff = TRACK_BACKOFF_MIN;
             loop {
                 match this.node.track(&payment_hash).await {
-                    Ok(state) if state.is_terminal() => match this.finish(&hex, state).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::error!(payment_hash = %hex, "could not record payment result: {e}")
+                    Ok(state) if state.is_terminal() => {
+                        match this.finish(&hex, state, None).await {
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::error!(payment_hash = %hex, "could not record payment result: {e}")
+                            }
                         }
-                    },
+                    }
                     Ok(_) => {}
+                    // The node's contract: NotFound means it never got the payment and never
+                    // will from an earlier call, so nothing was sent and nothing will be.
+                    Err(NodeError::NotFound) => {
+                        let never_sent = PayState::Failed {
+                            code: FailureCode::NotSent,
+                            reason: "the node has no record of this payment: it was never sent"
+                                .into(),
+                        };
+                        match this.finish(&hex, never_sent, None).await {
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::error!(payment_hash = %hex, "could not record payment result: {e}")
+                            }
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(payment_hash = %hex, "tracking failed, will retry: {e}")
                     }

@@ -132,18 +132,23 @@ pub async fn in_flight(
         .collect()
 }
 
-/// Moves an in-flight payment to its terminal state. Returns false if it was not in flight
-/// (another task finished it first): the `status = 'in_flight'` guard makes finishing happen once.
-#[allow(clippy::too_many_arguments)]
+/// A terminal state to record.
+pub struct Finish<'a> {
+    pub status: &'a str,
+    pub fee: Msat,
+    pub preimage: Option<&'a str>,
+    pub failure_code: Option<&'a str>,
+    pub failure_reason: Option<&'a str>,
+    pub resolved_at_ms: u64,
+}
+
+/// Moves an in-flight payment to its terminal state. Returns false if it
+/// was not in flight (another task finished it first): the `status = 'in_flight'` guard makes
+/// finishing happen once.
 pub async fn finish(
     conn: &mut AnyConnection,
     payment_hash: &str,
-    status: &str,
-    fee: Msat,
-    preimage: Option<&str>,
-    failure_code: Option<&str>,
-    failure_reason: Option<&str>,
-    resolved_at_ms: u64,
+    f: &Finish<'_>,
 ) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "UPDATE wallet_payments SET status = $2, fee_msat = $3, preimage = $4, failure_code = $5,
@@ -151,12 +156,12 @@ pub async fn finish(
          WHERE payment_hash = $1 AND status = 'in_flight'",
     )
     .bind(payment_hash)
-    .bind(status)
-    .bind(fee.as_i64())
-    .bind(preimage)
-    .bind(failure_code)
-    .bind(failure_reason)
-    .bind(ms(resolved_at_ms)?)
+    .bind(f.status)
+    .bind(f.fee.as_i64())
+    .bind(f.preimage)
+    .bind(f.failure_code)
+    .bind(f.failure_reason)
+    .bind(ms(f.resolved_at_ms)?)
     .execute(conn)
     .await?
     .rows_affected();

@@ -44,6 +44,24 @@ async fn refused_everywhere(h: &Harness, token: Option<&str>, code: tonic::Code)
         .await
         .unwrap_err();
     assert_eq!(e.code(), code, "get_info: {e:?}");
+    let e = c
+        .list_channels(with_token(wallet::ListChannelsRequest {}, token))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), code, "list_channels: {e:?}");
+    let e = c
+        .update_channel_policy(with_token(crate::channels::policy_req("k", 0), token))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), code, "update_channel_policy: {e:?}");
+    let e = c
+        .forwarding_history(with_token(
+            wallet::ForwardingHistoryRequest::default(),
+            token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), code, "forwarding_history: {e:?}");
 }
 
 #[tokio::test]
@@ -96,6 +114,63 @@ async fn a_read_scope_can_read_but_not_pay() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_channels_scope_may_change_channel_policy() {
+    let h = Harness::start(&[]).await;
+    // Reading is fine with wallet:read, and hydra's wallet:pay also reads.
+    for (who, scopes) in [
+        ("lightning-ops", &["wallet:read"][..]),
+        ("hydra", &["wallet:pay"][..]),
+    ] {
+        let mut c = h.client_as(who, "wallet-executor", scopes).await;
+        c.list_channels(wallet::ListChannelsRequest {})
+            .await
+            .unwrap();
+        c.forwarding_history(wallet::ForwardingHistoryRequest::default())
+            .await
+            .unwrap();
+        let e = c
+            .update_channel_policy(crate::channels::policy_req("k", 0))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{who}");
+    }
+    // hydra's key may not grant wallet:channels at all.
+    let hydra = h.ring.identity("hydra").unwrap();
+    let overreach = hydra
+        .mint(
+            "wallet-executor",
+            &["wallet:channels"],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let mut c = raw(&h).await;
+    let e = c
+        .update_channel_policy(with_token(
+            crate::channels::policy_req("k", 0),
+            Some(&overreach),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    // Nothing changed, no receipt was issued.
+    let mut ops = h
+        .client_as("lightning-ops", "wallet-executor", &["wallet:read"])
+        .await;
+    let channels = ops
+        .list_channels(wallet::ListChannelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .channels;
+    assert!(
+        channels
+            .iter()
+            .all(|c| c.local_policy.as_ref().unwrap().fee_rate_ppm == 1)
+    );
     h.stop().await;
 }
 

@@ -21,8 +21,17 @@ pub struct Harness {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-pub fn config(dir: &std::path::Path, ring: &DevKeyring, extra: &[&str]) -> Config {
-    let db = format!("sqlite://{}", dir.join("wallet.db").display());
+/// Like [`config`], on database `db_url` (a SQLite file in `dir` when `None`).
+pub fn config_on(
+    dir: &std::path::Path,
+    ring: &DevKeyring,
+    db_url: Option<&str>,
+    extra: &[&str],
+) -> Config {
+    let db = db_url.map_or_else(
+        || format!("sqlite://{}", dir.join("wallet.db").display()),
+        str::to_owned,
+    );
     let mut args = vec![
         "wallet-executor".to_owned(),
         "--listen=127.0.0.1:0".into(),
@@ -40,9 +49,14 @@ pub fn config(dir: &std::path::Path, ring: &DevKeyring, extra: &[&str]) -> Confi
 
 impl Harness {
     pub async fn start(extra: &[&str]) -> Harness {
+        Self::start_on(None, extra).await
+    }
+
+    /// Starts the executor on database `db_url` (a fresh SQLite file when `None`).
+    pub async fn start_on(db_url: Option<&str>, extra: &[&str]) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let ring = DevKeyring::ensure(dir.path()).unwrap();
-        let config = config(dir.path(), &ring, extra);
+        let config = config_on(dir.path(), &ring, db_url, extra);
         Self::start_with(dir, ring, config, None).await
     }
 
@@ -54,7 +68,17 @@ impl Harness {
         config: Config,
         sim: Option<SimNetwork>,
     ) -> Harness {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Self::start_clocked(dir, ring, config, sim, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Harness::start_with`], with the executor's (and a new sim's) clock given.
+    pub async fn start_clocked(
+        dir: tempfile::TempDir,
+        ring: DevKeyring,
+        config: Config,
+        sim: Option<SimNetwork>,
+        clock: Arc<dyn Clock>,
+    ) -> Harness {
         let app: App = wallet_executor::build_with(&config, clock, sim)
             .await
             .unwrap();

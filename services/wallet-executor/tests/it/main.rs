@@ -3,5 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod channels;
+mod conformance;
+mod crash;
+mod faults;
 mod harness;
 mod pay;
+mod postgres;

@@ -275,3 +275,18 @@ async fn after_a_restart_in_flight_payments_are_tracked_never_resent() {
     let _ = c.get_info(wallet::GetInfoRequest {}).await.unwrap();
     h.stop().await;
 }
+
+#[tokio::test]
+async fn the_lnd_backend_refuses_to_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = oa_testkit::DevKeyring::ensure(dir.path()).unwrap();
+    let config = crate::harness::config_on(dir.path(), &ring, None, &["--backend=lnd"]);
+    let err = wallet_executor::build(&config, std::sync::Arc::new(oa_service::SystemClock))
+        .await
+        .err()
+        .expect("the lnd backend is refused");
+    assert!(
+        err.to_string().contains("lnd backend is not supported"),
+        "{err}"
+    );
+}
