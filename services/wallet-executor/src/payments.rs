@@ -14,17 +14,13 @@
 //!    no record of (the process died after recording the intent, before the node got it) is
 //!    recorded as failed `NOT_SENT`: nothing was sent, nothing will be.
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use oa_invoice::{InvoicePolicy, Network, PaymentHash};
 use oa_money::Msat;
 use oa_proto::wallet;
 use oa_receipts::{Hash, Receipt, ReceiptDraft};
-use oa_service::Clock;
+use oa_service::{Clock, tracker::Tracker};
 use oa_store::{
     Db,
     idempotency::{self, Claim},
@@ -47,9 +43,6 @@ pub const MIN_EXPIRY_REMAINING: Duration = Duration::from_secs(10);
 /// The rolling window is counted in this many buckets; the oldest bucket counts whole, so the
 /// cap errs on the strict side by at most one bucket.
 const WINDOW_BUCKETS: u64 = 60;
-/// Backoff bounds for tracking a payment in flight.
-const TRACK_BACKOFF_MIN: Duration = Duration::from_millis(20);
-const TRACK_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// In-flight payments re-tracked per batch at start-up.
 const RECOVERY_BATCH: u32 = 500;
 
@@ -72,7 +65,7 @@ pub struct Payments {
     pub clock: Arc<dyn Clock>,
     pub caps: Caps,
     pub network: Network,
-    tracking: Mutex<HashSet<String>>,
+    tracker: Arc<Tracker>,
     finisher: tokio::sync::mpsc::Sender<FinishJob>,
 }
 
@@ -303,7 +296,7 @@ impl Payments {
             clock,
             caps,
             network,
-            tracking: Mutex::new(HashSet::new()),
+            tracker: Arc::new(Tracker::new()),
             finisher,
         }
     }
@@ -531,59 +524,31 @@ impl Payments {
         Ok(to_response(&row, receipt.as_ref()))
     }
 
-    /// Tracks a payment in flight until it is terminal (never re-sends), with capped backoff.
+    /// Tracks a payment in flight until it is terminal (never re-sends), with the kit's shared
+    /// capped backoff.
     pub fn spawn_tracker(self: &Arc<Self>, payment_hash: PaymentHash) {
-        let hex = payment_hash.to_string();
-        {
-            let mut t = self
-                .tracking
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !t.insert(hex.clone()) {
-                return;
-            }
-        }
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut backoff = TRACK_BACKOFF_MIN;
-            loop {
-                match this.node.track(&payment_hash).await {
-                    Ok(state) if state.is_terminal() => {
-                        match this.finish(&hex, state, None).await {
-                            Ok(_) => break,
-                            Err(e) => {
-                                tracing::error!(payment_hash = %hex, "could not record payment result: {e}")
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    // The node's contract: NotFound means it never got the payment and never
-                    // will from an earlier call, so nothing was sent and nothing will be.
-                    Err(NodeError::NotFound) => {
-                        let never_sent = PayState::Failed {
-                            code: FailureCode::NotSent,
-                            reason: "the node has no record of this payment: it was never sent"
-                                .into(),
-                        };
-                        match this.finish(&hex, never_sent, None).await {
-                            Ok(_) => break,
-                            Err(e) => {
-                                tracing::error!(payment_hash = %hex, "could not record payment result: {e}")
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(payment_hash = %hex, "tracking failed, will retry: {e}")
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(TRACK_BACKOFF_MAX);
-            }
-            this.tracking
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&hex);
+        self.tracker.spawn(payment_hash.to_string(), move || {
+            let this = this.clone();
+            async move { this.track_once(&payment_hash).await }
         });
+    }
+
+    /// One look at a payment in flight; `true` once its terminal state is recorded.
+    async fn track_once(&self, payment_hash: &PaymentHash) -> Result<bool, WalletError> {
+        let state = match self.node.track(payment_hash).await {
+            Ok(state) if state.is_terminal() => state,
+            Ok(_) => return Ok(false),
+            // The node's contract: NotFound means it never got the payment and never will from an
+            // earlier call, so nothing was sent and nothing will be.
+            Err(NodeError::NotFound) => PayState::Failed {
+                code: FailureCode::NotSent,
+                reason: "the node has no record of this payment: it was never sent".into(),
+            },
+            Err(e) => return Err(WalletError::NodeUnavailable(e.to_string())),
+        };
+        self.finish(&payment_hash.to_string(), state, None).await?;
+        Ok(true)
     }
 
     /// After a restart: track every payment that was in flight. Returns how many.
