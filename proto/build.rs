@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "openagents/wallet/v1/executor.proto",
     "openagents/hydra/v1/liquidity.proto",
     "openagents/treasury/v1/treasury.proto",
+    "openagents/ops/v1/ops.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -39,6 +39,9 @@ enum Command {
     /// Verify a Merkle inclusion or consistency proof.
     #[command(subcommand)]
     Proof(receipts::ProofCommand),
+    /// Operators' policy: validate it, compile the L402 gateway configuration.
+    #[command(subcommand)]
+    Ops(OpsCommand),
     /// Ledger statements of the services that keep their money in the ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -57,6 +60,19 @@ enum Command {
         scopes: Vec<String>,
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum OpsCommand {
+    /// Check a policy file; lists every problem with its code and exits non-zero if any.
+    Validate { file: PathBuf },
+    /// Compile a policy's paywalled routes into Aperture's YAML configuration.
+    Aperture {
+        file: PathBuf,
+        /// Write the YAML here (the hash goes to standard error); default: standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -97,6 +113,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::Receipts(cmd) => receipts::run(cmd).await,
         Command::Proof(cmd) => receipts::proof(cmd),
+        Command::Ops(cmd) => ops(cmd),
         Command::Ledger(LedgerCommand::Statement {
             data_dir,
             service,
@@ -124,6 +141,40 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn ops(cmd: OpsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        OpsCommand::Validate { file } => match lightning_ops::load_policy(&file) {
+            Ok(_) => {
+                println!("{}: valid", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        OpsCommand::Aperture { file, out } => {
+            let policy = lightning_ops::load_policy(&file)?;
+            let gateway = policy
+                .aperture
+                .ok_or_else(|| anyhow::anyhow!("{} has no [aperture] section", file.display()))?;
+            let compiled = lightning_ops::aperture::compile(&gateway)
+                .map_err(|p| anyhow::anyhow!("invalid aperture routes: {p:?}"))?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &compiled.config_yaml)?;
+                    eprintln!("wrote {} ({})", path.display(), compiled.config_hash);
+                }
+                None => {
+                    print!("{}", compiled.config_yaml);
+                    eprintln!("{}", compiled.config_hash);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

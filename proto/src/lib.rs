@@ -31,10 +31,17 @@ pub mod openagents {
             include!(concat!(env!("OUT_DIR"), "/openagents.treasury.v1.serde.rs"));
         }
     }
+    pub mod ops {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/openagents.ops.v1.rs"));
+            include!(concat!(env!("OUT_DIR"), "/openagents.ops.v1.serde.rs"));
+        }
+    }
 }
 
 pub use openagents::common::v1 as common;
 pub use openagents::hydra::v1 as hydra;
+pub use openagents::ops::v1 as ops;
 pub use openagents::treasury::v1 as treasury;
 pub use openagents::wallet::v1 as wallet;
 
