@@ -7,6 +7,7 @@
 //! `501 NOT_SUPPORTED` until they are built.
 
 pub mod aperture;
+pub mod plan;
 pub mod policy;
 
 use std::{path::PathBuf, sync::Arc};

@@ -1,0 +1,145 @@
+use lightning_ops::{
+    plan::{Action, Fees, Observed, channel_id, plan},
+    policy,
+};
+
+const EXAMPLE: &str = include_str!("../../policy.example.toml");
+const HUB: &str = "03e7156ae33b0a208d0744199163177e909e80176e55d97a2f221ede0f934dd9ad";
+const OTHER: &str = "02aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+fn scid(block: u64, tx: u64, out: u64) -> u64 {
+    block << 40 | tx << 16 | out
+}
+
+const DEFAULT: Fees = Fees {
+    base_fee_msat: 1000,
+    fee_rate_ppm: 100,
+    min_htlc_msat: 1000,
+    max_htlc_msat: 500_000_000,
+    time_lock_delta: 80,
+};
+
+#[test]
+fn channel_ids_print_as_block_tx_output() {
+    assert_eq!(channel_id(scid(700_000, 1_234, 1)), "700000x1234x1");
+}
+
+/// The example policy against three channels; every expected value is computed by hand in the
+/// comments, not by the code under test.
+#[test]
+fn the_plan_follows_the_policy_with_hand_computed_values() {
+    let policy = policy::parse(EXAMPLE).unwrap();
+    let observed = vec![
+        // 1x1x0: a hub peer (group "hubs", proportional 50..1500 ppm), 80% local.
+        Observed {
+            chan_id: scid(1, 1, 0),
+            remote_pubkey: HUB.into(),
+            local_balance_msat: 800_000,
+            remote_balance_msat: 200_000,
+            active: true,
+            local_policy: DEFAULT,
+        },
+        // 2x1x0: already on the default policy, balanced; the policy asks to close it.
+        Observed {
+            chan_id: scid(2, 1, 0),
+            remote_pubkey: OTHER.into(),
+            local_balance_msat: 500_000,
+            remote_balance_msat: 500_000,
+            active: true,
+            local_policy: DEFAULT,
+        },
+        // 3x2x1: inactive, our side empty, on an old policy.
+        Observed {
+            chan_id: scid(3, 2, 1),
+            remote_pubkey: OTHER.into(),
+            local_balance_msat: 0,
+            remote_balance_msat: 1_000_000,
+            active: false,
+            local_policy: Fees {
+                fee_rate_ppm: 1,
+                ..DEFAULT
+            },
+        },
+    ];
+    let actions = plan(&policy, &observed);
+    let expected = vec![
+        // 1500 - floor(1450 * 800_000 / 1_000_000) = 1500 - 1160 = 340 ppm; the group's base,
+        // HTLC range and CLTV.
+        Action::SetPolicy {
+            channel_id: "1x1x0".into(),
+            from: DEFAULT,
+            to: Fees {
+                base_fee_msat: 0,
+                fee_rate_ppm: 340,
+                min_htlc_msat: 1000,
+                max_htlc_msat: 1_000_000_000,
+                time_lock_delta: 40,
+            },
+            source: "group:hubs".into(),
+        },
+        // Band 30-70%, observed 80%.
+        Action::Rebalance {
+            channel_id: "1x1x0".into(),
+            local_pct: 80,
+            min_pct: 30,
+            max_pct: 70,
+        },
+        Action::SetPolicy {
+            channel_id: "3x2x1".into(),
+            from: Fees {
+                fee_rate_ppm: 1,
+                ..DEFAULT
+            },
+            to: DEFAULT,
+            source: "default".into(),
+        },
+        Action::Flag {
+            channel_id: "3x2x1".into(),
+            flag: "inactive",
+        },
+        Action::Flag {
+            channel_id: "3x2x1".into(),
+            flag: "depleted_on_one_side",
+        },
+        // The open intent's peer has no channel yet; the close intent's channel exists.
+        Action::Open {
+            peer: "02d0139ce7427d1c21d3b1ac1d4f8d23d3e06e5d0bd62b3c22e34b6d2e3e8d803d".into(),
+            capacity_sat: 2_000_000,
+        },
+        Action::Close {
+            channel_id: "2x1x0".into(),
+            force: false,
+        },
+    ];
+    assert_eq!(actions, expected);
+    // Deterministic: the order of observation does not matter.
+    let mut reversed = observed.clone();
+    reversed.reverse();
+    assert_eq!(plan(&policy, &reversed), expected);
+    // Applied: once the node matches, the policy actions disappear (the rest needs liquidity work).
+    let converged: Vec<Observed> = observed
+        .iter()
+        .map(|c| {
+            let to = expected.iter().find_map(|a| match a {
+                Action::SetPolicy {
+                    channel_id: id, to, ..
+                } if *id == channel_id(c.chan_id) => Some(*to),
+                _ => None,
+            });
+            Observed {
+                local_policy: to.unwrap_or(c.local_policy),
+                ..c.clone()
+            }
+        })
+        .collect();
+    assert!(
+        !plan(&policy, &converged)
+            .iter()
+            .any(|a| matches!(a, Action::SetPolicy { .. }))
+    );
+    // Text form for operators.
+    assert_eq!(
+        expected[1].to_string(),
+        "rebalance 1x1x0: local side 80% is outside 30-70%"
+    );
+}
