@@ -120,10 +120,9 @@ pub fn channel_id(chan_id: u64) -> String {
 
 fn local_pct(c: &Observed) -> u8 {
     let total = u128::from(c.local_balance_msat) + u128::from(c.remote_balance_msat);
-    if total == 0 {
-        return 0;
-    }
-    u8::try_from(u128::from(c.local_balance_msat) * 100 / total).unwrap_or(100)
+    (u128::from(c.local_balance_msat) * 100)
+        .checked_div(total)
+        .map_or(0, |pct| u8::try_from(pct).unwrap_or(100))
 }
 
 fn desired(f: &FeePolicy, c: &Observed) -> Fees {
@@ -132,13 +131,11 @@ fn desired(f: &FeePolicy, c: &Observed) -> Fees {
         Strategy::Proportional => {
             let (lo, hi) = (f.min_ppm.unwrap_or(0), f.max_ppm.unwrap_or(0));
             let total = u128::from(c.local_balance_msat) + u128::from(c.remote_balance_msat);
-            if total == 0 {
-                hi
-            } else {
-                let drop =
-                    u128::from(hi.saturating_sub(lo)) * u128::from(c.local_balance_msat) / total;
-                hi.saturating_sub(u32::try_from(drop).unwrap_or(u32::MAX))
-            }
+            // An empty channel counts as our side empty: the highest rate.
+            let drop = (u128::from(hi.saturating_sub(lo)) * u128::from(c.local_balance_msat))
+                .checked_div(total)
+                .unwrap_or(0);
+            hi.saturating_sub(u32::try_from(drop).unwrap_or(u32::MAX))
         }
     };
     Fees {
