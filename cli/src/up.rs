@@ -115,6 +115,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 format!("--executor-url=http://{}", addr(5)),
                 format!("--executor-receipt-keys={}", executor_key.key_id()),
             ]),
+            "lightning-ops" => flags.push(format!("--executor-url=http://{}", addr(5))),
             "wallet-executor" => flags.extend([
                 format!("--grpc-listen={}", addr(5)),
                 // The simulated network outlives restarts of the suite, as a real node would.

@@ -7,6 +7,7 @@
 //! `501 NOT_SUPPORTED` until they are built.
 
 pub mod aperture;
+pub mod executor;
 pub mod plan;
 pub mod policy;
 
@@ -16,11 +17,13 @@ use anyhow::Context;
 use axum::{
     Json, Router,
     extract::{FromRef, State},
-    routing::get,
+    routing::{get, post},
 };
 use oa_auth::Verifier;
 use oa_proto::ops;
-use oa_service::{ApiError, Base, CommonArgs, Route, Scoped, base::run_http};
+use oa_service::{ApiError, Base, CommonArgs, ProtoJson, Route, Scoped, base::run_http};
+
+use crate::executor::{Channels, GrpcChannels};
 use oa_store::MigrationSet;
 
 pub const SERVICE: &str = "lightning-ops";
@@ -42,10 +45,13 @@ pub const ROUTES: [Route; 5] = [
         Some("openagents.ops.v1.ApertureConfigResponse"),
         Some("ops:read"),
     ),
-    Route::not_supported(
+    Route::built(
         "POST",
         "/v1/ops/plan",
-        "Diff observed channel and gateway state against the policy",
+        "What would change to bring the node's channels to the policy, and why (changes nothing)",
+        Some("openagents.ops.v1.PlanRequest"),
+        Some("openagents.ops.v1.PlanResponse"),
+        Some("ops:read"),
     ),
     Route::not_supported(
         "POST",
@@ -68,11 +74,16 @@ pub struct Config {
     /// answers NOT_CONFIGURED.
     #[arg(long, env = "OA_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
+    /// gRPC URL of the wallet-executor's custody channel (needed to plan).
+    #[arg(long, env = "OA_EXECUTOR_URL")]
+    pub executor_url: Option<String>,
 }
 
 #[derive(Clone)]
 struct OpsState {
+    policy: Option<Arc<policy::Policy>>,
     aperture: Option<Arc<aperture::Compiled>>,
+    channels: Option<Arc<dyn Channels>>,
     verifier: Arc<Verifier>,
 }
 
@@ -96,26 +107,51 @@ pub fn load_policy(path: &std::path::Path) -> anyhow::Result<policy::Policy> {
 }
 
 pub async fn build(config: &Config) -> anyhow::Result<(Router, oa_store::Db)> {
-    let aperture = match &config.policy_file {
-        Some(path) => {
-            let policy = load_policy(path)?;
-            policy
-                .aperture
-                .as_ref()
-                .map(|a| {
-                    aperture::compile(a)
-                        .map_err(|p| anyhow::anyhow!("invalid aperture routes: {p:?}"))
-                })
-                .transpose()?
-                .map(Arc::new)
-        }
+    build_with(config, None).await
+}
+
+/// Like [`build`], with `channels` replacing the custody-channel client (tests use a fake).
+pub async fn build_with(
+    config: &Config,
+    channels: Option<Arc<dyn Channels>>,
+) -> anyhow::Result<(Router, oa_store::Db)> {
+    let policy = config
+        .policy_file
+        .as_deref()
+        .map(load_policy)
+        .transpose()?
+        .map(Arc::new);
+    let aperture = match &policy {
+        Some(policy) => policy
+            .aperture
+            .as_ref()
+            .map(|a| {
+                aperture::compile(a).map_err(|p| anyhow::anyhow!("invalid aperture routes: {p:?}"))
+            })
+            .transpose()?
+            .map(Arc::new),
         None => None,
     };
     let base = Base::open(SERVICE, &config.common, &[&MIGRATIONS]).await?;
+    let channels = match (channels, &config.executor_url) {
+        (Some(c), _) => Some(c),
+        (None, Some(url)) => {
+            let identity = base
+                .keys
+                .identity
+                .clone()
+                .context("planning needs --identity-key-file and --identity-kid")?;
+            Some(Arc::new(GrpcChannels::new(url, identity)?) as Arc<dyn Channels>)
+        }
+        (None, None) => None,
+    };
     let api = Router::new()
         .route("/v1/ops/aperture/config", get(aperture_config))
+        .route("/v1/ops/plan", post(plan_route))
         .with_state(OpsState {
+            policy,
             aperture,
+            channels,
             verifier: base.keys.verifier.clone(),
         });
     Ok((base.router(api, &ROUTES, None), base.db))
@@ -136,6 +172,43 @@ async fn aperture_config(
         config_yaml: compiled.config_yaml.clone(),
         config_hash: compiled.config_hash.clone(),
     }))
+}
+
+async fn plan_route(
+    State(s): State<OpsState>,
+    _auth: Scoped<OpsRead>,
+    ProtoJson(_req): ProtoJson<ops::PlanRequest>,
+) -> Result<Json<ops::PlanResponse>, ApiError> {
+    let not_configured = |what: &str| {
+        ApiError::new(
+            http::StatusCode::NOT_FOUND,
+            "NOT_CONFIGURED",
+            format!("planning needs {what}"),
+        )
+    };
+    let policy = s.policy.ok_or_else(|| not_configured("a --policy-file"))?;
+    let channels = s
+        .channels
+        .ok_or_else(|| not_configured("an --executor-url"))?;
+    let observed = channels.list().await?;
+    let actions = plan::plan(&policy, &observed)
+        .iter()
+        .map(|a| {
+            let (action, channel_id) = match a {
+                plan::Action::SetPolicy { channel_id, .. } => ("set_policy", channel_id.clone()),
+                plan::Action::Rebalance { channel_id, .. } => ("rebalance", channel_id.clone()),
+                plan::Action::Open { .. } => ("open", String::new()),
+                plan::Action::Close { channel_id, .. } => ("close", channel_id.clone()),
+                plan::Action::Flag { channel_id, .. } => ("flag", channel_id.clone()),
+            };
+            ops::PlanAction {
+                action: action.into(),
+                channel_id,
+                description: a.to_string(),
+            }
+        })
+        .collect();
+    Ok(Json(ops::PlanResponse { actions }))
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {

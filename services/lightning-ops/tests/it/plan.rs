@@ -143,3 +143,105 @@ fn the_plan_follows_the_policy_with_hand_computed_values() {
         "rebalance 1x1x0: local side 80% is outside 30-70%"
     );
 }
+
+struct FakeChannels(Vec<Observed>);
+
+#[async_trait::async_trait]
+impl lightning_ops::executor::Channels for FakeChannels {
+    async fn list(&self) -> Result<Vec<Observed>, oa_service::ApiError> {
+        Ok(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn the_plan_route_reads_channels_through_the_custody_channel_and_changes_nothing() {
+    use axum::body::Body;
+    use clap::Parser;
+    use http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use std::{sync::Arc, time::Duration};
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ring = oa_testkit::DevKeyring::ensure(dir.path()).unwrap();
+    let policy_file = dir.path().join("policy.toml");
+    std::fs::write(&policy_file, EXAMPLE).unwrap();
+    let config = |with_policy: bool| {
+        let mut args = vec![
+            "lightning-ops".to_owned(),
+            "--listen=127.0.0.1:0".into(),
+            format!(
+                "--database-url=sqlite://{}",
+                dir.path().join("ops.db").display()
+            ),
+            format!(
+                "--receipt-key-file={}",
+                ring.receipt_key_file("lightning-ops").display()
+            ),
+            format!("--trust-file={}", ring.trust_file().display()),
+        ];
+        if with_policy {
+            args.push(format!("--policy-file={}", policy_file.display()));
+        }
+        lightning_ops::Config::parse_from(args)
+    };
+    let observed = vec![Observed {
+        chan_id: scid(3, 2, 1),
+        remote_pubkey: OTHER.into(),
+        local_balance_msat: 0,
+        remote_balance_msat: 10,
+        active: false,
+        local_policy: DEFAULT,
+    }];
+    let fake = Arc::new(FakeChannels(observed)) as Arc<dyn lightning_ops::executor::Channels>;
+    let reader = ring
+        .operator_token("lightning-ops", &["ops:read"], Duration::from_secs(60))
+        .unwrap();
+    let post = |router: axum::Router, token: Option<&str>, body: &'static str| {
+        let mut req = Request::post("/v1/ops/plan").header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        async move {
+            let resp = router
+                .oneshot(req.body(Body::from(body)).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            let v: serde_json::Value =
+                serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes())
+                    .unwrap_or_default();
+            (status, v)
+        }
+    };
+    let (router, _db) = lightning_ops::build_with(&config(true), Some(fake.clone()))
+        .await
+        .unwrap();
+    let (status, v) = post(router.clone(), Some(&reader), "{}").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let kinds: Vec<&str> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["flag", "flag", "open"], "{v}");
+    assert_eq!(v["actions"][0]["description"], "flag 3x2x1: inactive");
+    assert_eq!(
+        post(router.clone(), None, "{}").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, v) = post(router.clone(), Some(&reader), r#"{"apply":true}"#).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST"))
+    );
+    let (router, _db) = lightning_ops::build_with(&config(false), Some(fake))
+        .await
+        .unwrap();
+    let (status, v) = post(router, Some(&reader), "{}").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_CONFIGURED"))
+    );
+}
