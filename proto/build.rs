@@ -12,11 +12,15 @@ const PROTOS: &[&str] = &[
     "openagents/hydra/v1/liquidity.proto",
     "openagents/treasury/v1/treasury.proto",
     "openagents/ops/v1/ops.proto",
+    "lnrpc/lightning.proto",
+    "routerrpc/router.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed=openagents");
+    println!("cargo:rerun-if-changed=lnrpc");
+    println!("cargo:rerun-if-changed=routerrpc");
 
     let fds = protox::compile(PROTOS, ["."])?;
     let bytes = fds.encode_to_vec();

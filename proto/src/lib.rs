@@ -39,6 +39,17 @@ pub mod openagents {
     }
 }
 
+/// A wire-compatible subset of LND's `lnrpc` package (the `lnd` backend's client, and the test
+/// kit's fake LND server).
+pub mod lnrpc {
+    include!(concat!(env!("OUT_DIR"), "/lnrpc.rs"));
+}
+
+/// A wire-compatible subset of LND's `routerrpc` package.
+pub mod routerrpc {
+    include!(concat!(env!("OUT_DIR"), "/routerrpc.rs"));
+}
+
 pub use openagents::common::v1 as common;
 pub use openagents::hydra::v1 as hydra;
 pub use openagents::ops::v1 as ops;

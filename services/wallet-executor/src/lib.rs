@@ -46,7 +46,7 @@ pub static MIGRATIONS: MigrationSet = MigrationSet {
 pub enum Backend {
     /// The embedded simulated Lightning network.
     Sim,
-    /// LND over gRPC (not built in this version: start-up refuses it).
+    /// LND over gRPC (`--lnd-url`, `--lnd-macaroon-file`, `--lnd-tls-cert-file`).
     Lnd,
 }
 
@@ -85,6 +85,16 @@ pub struct Config {
     /// Payee node ids (hex) allowed; none means any payee.
     #[arg(long, env = "OA_PAYEE_ALLOWLIST", value_delimiter = ',')]
     pub payee_allowlist: Vec<String>,
+    /// LND's gRPC address for `--backend lnd`: `http://host:port` (plaintext; TLS (`https://`)
+    /// is refused at start-up in this version).
+    #[arg(long, env = "OA_LND_URL")]
+    pub lnd_url: Option<String>,
+    /// LND's macaroon (binary as LND writes it, or hex text), for `--backend lnd`.
+    #[arg(long, env = "OA_LND_MACAROON_FILE")]
+    pub lnd_macaroon_file: Option<std::path::PathBuf>,
+    /// LND's TLS certificate (PEM), for an `https://` `--lnd-url`.
+    #[arg(long, env = "OA_LND_TLS_CERT_FILE")]
+    pub lnd_tls_cert_file: Option<std::path::PathBuf>,
 }
 
 /// A built executor, not yet serving.
@@ -137,7 +147,20 @@ pub async fn build_with(
             (Arc::new(sim.clone()), Some(sim))
         }
         Backend::Lnd => {
-            anyhow::bail!("the lnd backend is not supported in this version; use --backend sim")
+            let url = config
+                .lnd_url
+                .as_deref()
+                .context("--backend lnd needs --lnd-url")?;
+            let macaroon = config
+                .lnd_macaroon_file
+                .as_deref()
+                .context("--backend lnd needs --lnd-macaroon-file")?;
+            let lnd = node::lnd::LndConfig::from_files(
+                url,
+                macaroon,
+                config.lnd_tls_cert_file.as_deref(),
+            )?;
+            (Arc::new(node::lnd::LndNode::connect(&lnd)?), None)
         }
     };
     let log = ReceiptLog::new(SERVICE, keys.receipt_key.clone());

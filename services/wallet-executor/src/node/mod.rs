@@ -3,6 +3,7 @@
 //! `sim` is a deterministic in-process network (the embedded default). A real `lnd` backend
 //! implements the same trait over gRPC.
 
+pub mod lnd;
 pub mod sim;
 
 use std::time::Duration;

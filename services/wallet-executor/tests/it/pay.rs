@@ -284,9 +284,9 @@ async fn the_lnd_backend_refuses_to_start_with_a_clear_message() {
     let err = wallet_executor::build(&config, std::sync::Arc::new(oa_service::SystemClock))
         .await
         .err()
-        .expect("the lnd backend is refused");
+        .expect("the lnd backend without its url is refused");
     assert!(
-        err.to_string().contains("lnd backend is not supported"),
+        err.to_string().contains("--backend lnd needs --lnd-url"),
         "{err}"
     );
 }
