@@ -67,6 +67,14 @@ enum Command {
 enum OpsCommand {
     /// Check a policy file; lists every problem with its code and exits non-zero if any.
     Validate { file: PathBuf },
+    /// Ask a running lightning-ops what it would change to bring the node to its policy.
+    Plan {
+        #[arg(long, default_value = ".oa")]
+        data_dir: PathBuf,
+        /// Print the plan as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compile a policy's paywalled routes into Aperture's YAML configuration.
     Aperture {
         file: PathBuf,
@@ -113,7 +121,7 @@ async fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::Receipts(cmd) => receipts::run(cmd).await,
         Command::Proof(cmd) => receipts::proof(cmd),
-        Command::Ops(cmd) => ops(cmd),
+        Command::Ops(cmd) => ops(cmd).await,
         Command::Ledger(LedgerCommand::Statement {
             data_dir,
             service,
@@ -145,7 +153,37 @@ async fn main() -> ExitCode {
     }
 }
 
-fn ops(cmd: OpsCommand) -> anyhow::Result<ExitCode> {
+async fn ops_plan(data_dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let suite = suite::Suite::load(data_dir)?;
+    let svc = suite.service("lightning-ops")?;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/ops/plan", svc.url))
+        .bearer_auth(&svc.token)
+        .json(&serde_json::json!({}))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    anyhow::ensure!(
+        status.is_success(),
+        "lightning-ops refused to plan ({status}): {body}"
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        let actions = body["actions"].as_array().cloned().unwrap_or_default();
+        if actions.is_empty() {
+            println!("nothing to change: the node matches the policy");
+        }
+        for a in actions {
+            println!("{}", a["description"].as_str().unwrap_or("?"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ops(cmd: OpsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         OpsCommand::Validate { file } => match lightning_ops::load_policy(&file) {
             Ok(_) => {
@@ -157,6 +195,7 @@ fn ops(cmd: OpsCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        OpsCommand::Plan { data_dir, json } => ops_plan(&data_dir, json).await,
         OpsCommand::Aperture { file, out } => {
             let policy = lightning_ops::load_policy(&file)?;
             let gateway = policy

@@ -219,6 +219,9 @@ async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
         .map(|l| l.rsplit(',').next().unwrap().parse::<i128>().unwrap())
         .sum();
     assert_eq!(closing, 0, "the statement balances: {csv}");
+    // lightning-ops runs without a policy file in the dev suite: planning says so, typed.
+    let (ok, out) = oa(&["ops", "plan", "--data-dir", &dir]);
+    assert!(!ok && out.contains("NOT_CONFIGURED"), "{out}");
     let export = up.dir.path().join("export.jsonl");
     for svc in ["treasury", "hydra", "wallet-executor"] {
         wait_for_checkpoint(&up, svc).await;
