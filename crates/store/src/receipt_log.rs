@@ -331,6 +331,19 @@ pub async fn get_by_hash(
     row.as_ref().map(decode).transpose()
 }
 
+/// The receipt a row recorded by hash, if it has one yet (`None` while the work is in flight).
+pub async fn get_stored(
+    conn: &mut sqlx::AnyConnection,
+    hash: Option<&str>,
+) -> Result<Option<Receipt>, StoreError> {
+    let Some(hash) = hash else {
+        return Ok(None);
+    };
+    let hash =
+        Hash::parse(hash).map_err(|e| StoreError::Corrupt(format!("stored receipt hash: {e}")))?;
+    get_by_hash(conn, &hash).await
+}
+
 /// Number of receipts `issuer` has logged.
 pub async fn size(conn: &mut sqlx::AnyConnection, issuer: &str) -> Result<u64, StoreError> {
     let size: Option<i64> =

@@ -13,7 +13,7 @@ use std::{sync::Arc, time::Duration};
 use oa_invoice::{InvoicePolicy, Network};
 use oa_money::Msat;
 use oa_proto::{hydra, wallet};
-use oa_receipts::{Hash, Receipt, ReceiptDraft};
+use oa_receipts::{Receipt, ReceiptDraft};
 use oa_service::{ApiError, Clock, tracker::Tracker};
 use oa_store::{
     Db,
@@ -441,10 +441,7 @@ impl Liquidity {
         let q = store::get(&mut conn, quote_id)
             .await?
             .ok_or(HydraError::QuoteNotFound)?;
-        let receipt = match &q.receipt_hash {
-            Some(h) => receipt_log::get_by_hash(&mut conn, &Hash::parse(h)?).await?,
-            None => None,
-        };
+        let receipt = receipt_log::get_stored(&mut conn, q.receipt_hash.as_deref()).await?;
         let exec: Option<Receipt> = q
             .executor_receipt
             .as_deref()

@@ -17,7 +17,7 @@ use http::StatusCode;
 use oa_invoice::{InvoicePolicy, Network};
 use oa_money::Msat;
 use oa_proto::{hydra, treasury};
-use oa_receipts::{Hash, Receipt, ReceiptDraft};
+use oa_receipts::{Receipt, ReceiptDraft};
 use oa_service::{ApiError, Clock, tracker::Tracker};
 use oa_store::{
     Db,
@@ -572,10 +572,7 @@ impl Payments {
         let row = store::get(&mut conn, payment_id)
             .await?
             .ok_or(TreasuryError::PaymentNotFound)?;
-        let receipt = match &row.receipt_hash {
-            Some(h) => receipt_log::get_by_hash(&mut conn, &Hash::parse(h)?).await?,
-            None => None,
-        };
+        let receipt = receipt_log::get_stored(&mut conn, row.receipt_hash.as_deref()).await?;
         Ok(to_response(&row, receipt.as_ref()))
     }
 

@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use oa_invoice::{InvoicePolicy, Network, PaymentHash};
 use oa_money::Msat;
 use oa_proto::wallet;
-use oa_receipts::{Hash, Receipt, ReceiptDraft};
+use oa_receipts::{Receipt, ReceiptDraft};
 use oa_service::{Clock, tracker::Tracker};
 use oa_store::{
     Db,
@@ -496,14 +496,8 @@ impl Payments {
             .acquire()
             .await
             .map_err(oa_store::StoreError::from)?;
-        let row = store::get_by_key(&mut conn, scope, key)
-            .await?
-            .ok_or(WalletError::NotFound)?;
-        let receipt = match &row.receipt_hash {
-            Some(h) => receipt_log::get_by_hash(&mut conn, &Hash::parse(h)?).await?,
-            None => None,
-        };
-        Ok(to_response(&row, receipt.as_ref()))
+        let row = store::get_by_key(&mut conn, scope, key).await?;
+        respond(&mut conn, row).await
     }
 
     /// A payment by hash.
@@ -514,14 +508,8 @@ impl Payments {
             .acquire()
             .await
             .map_err(oa_store::StoreError::from)?;
-        let row = store::get(&mut conn, payment_hash)
-            .await?
-            .ok_or(WalletError::NotFound)?;
-        let receipt = match &row.receipt_hash {
-            Some(h) => receipt_log::get_by_hash(&mut conn, &Hash::parse(h)?).await?,
-            None => None,
-        };
-        Ok(to_response(&row, receipt.as_ref()))
+        let row = store::get(&mut conn, payment_hash).await?;
+        respond(&mut conn, row).await
     }
 
     /// Tracks a payment in flight until it is terminal (never re-sends), with the kit's shared
@@ -571,6 +559,16 @@ impl Payments {
         }
         Ok(rows.len())
     }
+}
+
+/// A stored payment (or `NotFound`) with its receipt, as the RPCs answer it.
+async fn respond(
+    conn: &mut sqlx::AnyConnection,
+    row: Option<PaymentRow>,
+) -> Result<wallet::PaymentResponse, WalletError> {
+    let row = row.ok_or(WalletError::NotFound)?;
+    let receipt = receipt_log::get_stored(conn, row.receipt_hash.as_deref()).await?;
+    Ok(to_response(&row, receipt.as_ref()))
 }
 
 fn to_response(row: &PaymentRow, receipt: Option<&Receipt>) -> wallet::PaymentResponse {

@@ -211,6 +211,19 @@ async fn receipt_log_chains_under_concurrency() {
             .await
             .unwrap();
         assert_eq!(found.as_ref(), Some(&all[3]));
+        let stored = receipt_log::get_stored(&mut conn, Some(&all[3].hash.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(stored.as_ref(), Some(&all[3]));
+        assert_eq!(
+            receipt_log::get_stored(&mut conn, None).await.unwrap(),
+            None
+        );
+        assert!(
+            receipt_log::get_stored(&mut conn, Some("not-a-hash"))
+                .await
+                .is_err()
+        );
     })
     .await;
 }
