@@ -70,6 +70,8 @@ pub fn validate_policy(p: Option<&wallet::ChannelPolicy>) -> Result<ChannelPolic
         min_htlc: msat(p.min_htlc_msat, "min_htlc_msat")?,
         max_htlc: msat(p.max_htlc_msat, "max_htlc_msat")?,
         time_lock_delta: p.time_lock_delta,
+        inbound_base_fee_msat: p.inbound_base_fee_msat,
+        inbound_fee_ppm: p.inbound_fee_ppm,
     };
     if policy.fee_ppm > MAX_FEE_RATE_PPM {
         return Err(invalid(format!(
@@ -96,6 +98,8 @@ fn policy_to_proto(p: &ChannelPolicy) -> wallet::ChannelPolicy {
         min_htlc_msat: p.min_htlc.as_u64(),
         max_htlc_msat: p.max_htlc.as_u64(),
         time_lock_delta: p.time_lock_delta,
+        inbound_base_fee_msat: p.inbound_base_fee_msat,
+        inbound_fee_ppm: p.inbound_fee_ppm,
     }
 }
 

@@ -30,6 +30,10 @@ pub enum WalletError {
     NodeUnavailable(String),
     #[error("{0} is not supported by this backend")]
     NotSupported(&'static str),
+    #[error("the node refused the request: {0}")]
+    NodeRefused(String),
+    #[error("insufficient confirmed on-chain funds")]
+    InsufficientFunds,
     #[error(transparent)]
     Store(#[from] oa_store::StoreError),
 }
@@ -44,6 +48,9 @@ impl From<crate::node::NodeError> for WalletError {
     fn from(e: crate::node::NodeError) -> Self {
         match e {
             crate::node::NodeError::UnknownChannel(id) => WalletError::ChannelNotFound(id),
+            crate::node::NodeError::NotSupported(what) => WalletError::NotSupported(what),
+            crate::node::NodeError::Refused(m) => WalletError::NodeRefused(m),
+            crate::node::NodeError::InsufficientFunds => WalletError::InsufficientFunds,
             other => WalletError::NodeUnavailable(other.to_string()),
         }
     }
@@ -94,6 +101,16 @@ impl WalletError {
             WalletError::NotSupported(what) => {
                 ApiError::not_supported(format!("{what} is not supported by this backend"))
             }
+            WalletError::NodeRefused(m) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "NODE_REFUSED",
+                format!("the node refused the request: {m}"),
+            ),
+            WalletError::InsufficientFunds => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INSUFFICIENT_FUNDS",
+                self.to_string(),
+            ),
             WalletError::Store(e) => ApiError::internal(e),
         }
     }

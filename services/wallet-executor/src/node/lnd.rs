@@ -526,6 +526,9 @@ fn policy(p: Option<&RoutingPolicy>) -> Result<ChannelPolicy, NodeError> {
         min_htlc: msat_i64(p.min_htlc)?,
         max_htlc: msat(p.max_htlc_msat)?,
         time_lock_delta: p.time_lock_delta,
+        // Our LND message subset does not carry inbound fees yet.
+        inbound_base_fee_msat: 0,
+        inbound_fee_ppm: 0,
     })
 }
 

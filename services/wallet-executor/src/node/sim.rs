@@ -190,6 +190,10 @@ enum Entry {
         min_htlc_msat: u64,
         max_htlc_msat: u64,
         time_lock_delta: u32,
+        #[serde(default)]
+        inbound_base_fee_msat: i64,
+        #[serde(default)]
+        inbound_fee_ppm: i32,
     },
 }
 
@@ -206,6 +210,8 @@ pub fn default_policy(capacity: Msat) -> ChannelPolicy {
         min_htlc: Msat::new(1).unwrap_or(Msat::ZERO),
         max_htlc: capacity,
         time_lock_delta: 80,
+        inbound_base_fee_msat: 0,
+        inbound_fee_ppm: 0,
     }
 }
 
@@ -389,6 +395,8 @@ impl SimNetwork {
                 min_htlc_msat,
                 max_htlc_msat,
                 time_lock_delta,
+                inbound_base_fee_msat,
+                inbound_fee_ppm,
             } => {
                 let m = |v: u64| Msat::new(v).map_err(|e| SimError::Journal(e.to_string()));
                 let policy = ChannelPolicy {
@@ -397,6 +405,8 @@ impl SimNetwork {
                     min_htlc: m(min_htlc_msat)?,
                     max_htlc: m(max_htlc_msat)?,
                     time_lock_delta,
+                    inbound_base_fee_msat,
+                    inbound_fee_ppm,
                 };
                 let mut s = self.lock();
                 // A journaled change was valid when made; replaying it cannot fail.
@@ -1114,6 +1124,8 @@ impl LightningNode for SimNetwork {
                 min_htlc_msat: policy.min_htlc.as_u64(),
                 max_htlc_msat: policy.max_htlc.as_u64(),
                 time_lock_delta: policy.time_lock_delta,
+                inbound_base_fee_msat: policy.inbound_base_fee_msat,
+                inbound_fee_ppm: policy.inbound_fee_ppm,
             },
         )?;
         Ok(n)

@@ -17,6 +17,8 @@ pub fn policy_req(key: &str, chan_id: u64) -> wallet::UpdateChannelPolicyRequest
             min_htlc_msat: 1,
             max_htlc_msat: 50_000_000,
             time_lock_delta: 40,
+            inbound_base_fee_msat: 0,
+            inbound_fee_ppm: 0,
         }),
     }
 }

@@ -81,6 +81,8 @@ pub async fn node_conformance(node: Arc<dyn LightningNode>, invoice: &InvoiceFac
         min_htlc: Msat::new(1).unwrap(),
         max_htlc: Msat::new(10_000_000).unwrap(),
         time_lock_delta: 40,
+        inbound_base_fee_msat: 0,
+        inbound_fee_ppm: 0,
     };
     assert!(matches!(
         node.update_channel_policy(Some(u64::MAX), &policy).await,
