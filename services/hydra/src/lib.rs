@@ -4,9 +4,12 @@
 
 pub mod error;
 pub mod executor;
+pub mod fx;
 pub mod http;
 pub mod liquidity;
+pub mod scoring;
 pub mod store;
+pub mod underwriting;
 
 use std::{sync::Arc, time::Duration};
 
