@@ -4,6 +4,7 @@
 //!   folder, the simulated Lightning network, development keys made on first start).
 //! - `oa demo`: pays an invoice through the running suite and exports and verifies its receipts.
 //! - `oa receipts export|verify|trace`, `oa proof verify`: the offline auditor.
+//! - `oa ops validate|plan|apply|report|channels|aperture`: lightning-ops for operators.
 //! - `oa serve <service>`: runs one service in this process (what `oa up` spawns).
 //! - `oa token`: mints a development token.
 
@@ -39,7 +40,8 @@ enum Command {
     /// Verify a Merkle inclusion or consistency proof.
     #[command(subcommand)]
     Proof(receipts::ProofCommand),
-    /// Operators' policy: validate it, compile the L402 gateway configuration.
+    /// Operators' policy: validate it, plan and apply it, report channel P&L and health, compile
+    /// the L402 gateway configuration.
     #[command(subcommand)]
     Ops(OpsCommand),
     /// Ledger statements of the services that keep their money in the ledger.
@@ -72,6 +74,51 @@ enum OpsCommand {
         #[arg(long, default_value = ".oa")]
         data_dir: PathBuf,
         /// Print the plan as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running lightning-ops to execute its plan (policy changes, rate-limited per channel;
+    /// what is not executable yet is listed with its reason). Needs the ops:apply scope.
+    Apply {
+        #[arg(long, default_value = ".oa")]
+        data_dir: PathBuf,
+        /// Only say what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Retrying with the same key replays the first answer; default: a fresh key.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Print the results as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forwarding P&L per channel from a running lightning-ops, as a table or CSV.
+    Report {
+        #[arg(long, default_value = ".oa")]
+        data_dir: PathBuf,
+        /// RFC 4180 CSV with a header row instead of a table.
+        #[arg(long)]
+        csv: bool,
+        /// Window start (Unix ms); default: the service's report window before --to-ms.
+        #[arg(long)]
+        from_ms: Option<u64>,
+        /// Window end, exclusive (Unix ms); default: now.
+        #[arg(long)]
+        to_ms: Option<u64>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The node's channels with health flags (inactive, depleted_local, depleted_remote,
+    /// losing_money).
+    Channels {
+        #[arg(long, default_value = ".oa")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        from_ms: Option<u64>,
+        #[arg(long)]
+        to_ms: Option<u64>,
+        /// Print the response as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -153,22 +200,56 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn ops_plan(data_dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+/// One call to the running lightning-ops with its token from `suite.json`; a refusal is an error
+/// naming the status and the service's error body.
+async fn ops_call(
+    data_dir: &std::path::Path,
+    method: reqwest::Method,
+    path_and_query: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
     let suite = suite::Suite::load(data_dir)?;
     let svc = suite.service("lightning-ops")?;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/ops/plan", svc.url))
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path_and_query}", svc.url))
         .bearer_auth(&svc.token)
-        .json(&serde_json::json!({}))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await?;
+        .timeout(Duration::from_secs(60));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     anyhow::ensure!(
         status.is_success(),
-        "lightning-ops refused to plan ({status}): {body}"
+        "lightning-ops refused {path_and_query} ({status}): {body}"
     );
+    Ok(body)
+}
+
+fn window_query(from_ms: Option<u64>, to_ms: Option<u64>) -> String {
+    let mut q = Vec::new();
+    if let Some(f) = from_ms {
+        q.push(format!("from_ms={f}"));
+    }
+    if let Some(t) = to_ms {
+        q.push(format!("to_ms={t}"));
+    }
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+async fn ops_plan(data_dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let body = ops_call(
+        data_dir,
+        reqwest::Method::POST,
+        "/v1/ops/plan",
+        Some(serde_json::json!({})),
+    )
+    .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
@@ -179,6 +260,122 @@ async fn ops_plan(data_dir: &std::path::Path, json: bool) -> anyhow::Result<Exit
         for a in actions {
             println!("{}", a["description"].as_str().unwrap_or("?"));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `oa ops apply`: exits non-zero if any action failed.
+async fn ops_apply(
+    data_dir: &std::path::Path,
+    dry_run: bool,
+    idempotency_key: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let key = idempotency_key.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("oa-cli-{nanos}-{}", std::process::id())
+    });
+    let body = ops_call(
+        data_dir,
+        reqwest::Method::POST,
+        "/v1/ops/apply",
+        Some(serde_json::json!({"idempotency_key": key, "dry_run": dry_run})),
+    )
+    .await?;
+    let resp: oa_proto::ops::ApplyResponse = serde_json::from_value(body.clone())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        if resp.results.is_empty() {
+            println!("nothing to change: the node matches the policy");
+        }
+        for r in &resp.results {
+            let mut line = format!("{:<13} {}", r.status, r.description);
+            if r.status == "deferred" {
+                line.push_str(&format!(" (not before {} ms)", r.not_before_ms));
+            }
+            if !r.reason.is_empty() && r.status != "deferred" {
+                line.push_str(&format!(" [{}]", r.reason));
+            }
+            if !r.receipt_hash.is_empty() {
+                line.push_str(&format!(" receipt {}", r.receipt_hash));
+            }
+            println!("{line}");
+        }
+        if !dry_run {
+            eprintln!("idempotency key: {key}");
+        }
+    }
+    Ok(if resp.results.iter().any(|r| r.status == "failed") {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn ops_report(
+    data_dir: &std::path::Path,
+    csv: bool,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let body = ops_call(
+        data_dir,
+        reqwest::Method::GET,
+        &format!("/v1/ops/report{}", window_query(from_ms, to_ms)),
+        None,
+    )
+    .await?;
+    let report: oa_proto::ops::ReportResponse = serde_json::from_value(body)?;
+    let text = if csv {
+        lightning_ops::report::to_csv(&report)
+    } else {
+        lightning_ops::report::to_table(&report)
+    };
+    match out {
+        Some(path) => std::fs::write(path, text)?,
+        None => print!("{text}"),
+    }
+    if csv && !report.sync_error.is_empty() {
+        eprintln!("warning: not up to date: {}", report.sync_error);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ops_channels(
+    data_dir: &std::path::Path,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let body = ops_call(
+        data_dir,
+        reqwest::Method::GET,
+        &format!("/v1/ops/channels{}", window_query(from_ms, to_ms)),
+        None,
+    )
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let resp: oa_proto::ops::ChannelsResponse = serde_json::from_value(body)?;
+    for c in &resp.channels {
+        let local = format!("{}.{}%", c.balance_permille / 10, c.balance_permille % 10);
+        println!(
+            "{:<16} {} local {local:>6}  pnl {:>12} msat  {}",
+            c.channel_id,
+            if c.active { "active  " } else { "INACTIVE" },
+            c.pnl_msat,
+            if c.flags.is_empty() {
+                "ok".to_owned()
+            } else {
+                c.flags.join(",")
+            }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -196,6 +393,25 @@ async fn ops(cmd: OpsCommand) -> anyhow::Result<ExitCode> {
             }
         },
         OpsCommand::Plan { data_dir, json } => ops_plan(&data_dir, json).await,
+        OpsCommand::Apply {
+            data_dir,
+            dry_run,
+            idempotency_key,
+            json,
+        } => ops_apply(&data_dir, dry_run, idempotency_key, json).await,
+        OpsCommand::Report {
+            data_dir,
+            csv,
+            from_ms,
+            to_ms,
+            out,
+        } => ops_report(&data_dir, csv, from_ms, to_ms, out.as_deref()).await,
+        OpsCommand::Channels {
+            data_dir,
+            from_ms,
+            to_ms,
+            json,
+        } => ops_channels(&data_dir, from_ms, to_ms, json).await,
         OpsCommand::Aperture { file, out } => {
             let policy = lightning_ops::load_policy(&file)?;
             let gateway = policy

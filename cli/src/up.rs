@@ -60,7 +60,8 @@ fn scopes(service: &str) -> &'static [&'static str] {
         ],
         "aegis" => &["aegis:read", "receipts:read", "events:read"],
         "wallet-executor" => &["wallet:read", "wallet:sim", "receipts:read", "events:read"],
-        _ => &["ops:read", "receipts:read", "events:read"],
+        "lightning-ops" => &["ops:read", "ops:apply", "receipts:read", "events:read"],
+        _ => &["receipts:read", "events:read"],
     }
 }
 

@@ -222,6 +222,21 @@ async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
     // lightning-ops runs without a policy file in the dev suite: planning says so, typed.
     let (ok, out) = oa(&["ops", "plan", "--data-dir", &dir]);
     assert!(!ok && out.contains("NOT_CONFIGURED"), "{out}");
+    // Applying needs a policy too; the suite's token may apply (not 403), so it says so, typed.
+    let (ok, out) = oa(&["ops", "apply", "--data-dir", &dir]);
+    assert!(!ok && out.contains("NOT_CONFIGURED"), "{out}");
+    // The report needs no policy: it reads the executor's channels and forwarding history.
+    let (ok, csv) = oa(&["ops", "report", "--csv", "--data-dir", &dir]);
+    assert!(ok, "{csv}");
+    assert!(
+        csv.starts_with("channel_id,chan_id,remote_pubkey,forwards_out,") && csv.contains("\r\n"),
+        "{csv}"
+    );
+    assert_eq!(
+        csv.lines().count(),
+        4,
+        "a header and the sim's three channels: {csv}"
+    );
     let export = up.dir.path().join("export.jsonl");
     for svc in ["treasury", "hydra", "wallet-executor"] {
         wait_for_checkpoint(&up, svc).await;

@@ -36,6 +36,16 @@ pub const HYDRA_INVOICE_PAY: &str = "oa.hydra.invoice_pay_receipt.v1";
 pub const EXECUTOR_PAYMENT: &str = "oa.wallet_executor.payment_receipt.v1";
 /// Treasury's payment attempt receipt.
 pub const TREASURY_ATTEMPT: &str = "oa.treasury.payment_attempt_receipt.v1";
+/// Hydra's credit envelope receipts: issue, settlement, default (or expiry).
+pub const HYDRA_ENVELOPE_ISSUE: &str = "oa.hydra.envelope_issue_receipt.v1";
+pub const HYDRA_ENVELOPE_SETTLEMENT: &str = "oa.hydra.envelope_settlement_receipt.v1";
+pub const HYDRA_ENVELOPE_DEFAULT: &str = "oa.hydra.envelope_default_receipt.v1";
+/// Aegis's verification receipt.
+pub const AEGIS_VERIFICATION: &str = "oa.aegis.verification_receipt.v1";
+/// lightning-ops's receipt for a channel action it executed through the executor.
+pub const OPS_CHANNEL_ACTION: &str = "oa.ops.channel_action_receipt.v1";
+/// The wallet-executor's receipt for a channel policy change.
+pub const EXECUTOR_CHANNEL_POLICY: &str = "oa.wallet_executor.channel_policy_receipt.v1";
 
 /// Every cross-service rule the auditor enforces.
 pub const LINK_RULES: &[LinkRule] = &[
@@ -62,6 +72,85 @@ pub const LINK_RULES: &[LinkRule] = &[
         hash_field: Some("hydra_receipt"),
         equal: &[("payment_hash", "payment_hash")],
         equal_totals: &[(&["amount_msat", "fee_msat"], &["amount_msat", "fee_msat"])],
+    },
+    // A settled credit envelope paid the provider through the executor: same payment, amount
+    // and routing fee.
+    LinkRule {
+        from: HYDRA_ENVELOPE_SETTLEMENT,
+        to: EXECUTOR_PAYMENT,
+        required_when: ("status", &["settled"]),
+        hash_field: Some("executor_receipt"),
+        equal: &[
+            ("payment_hash", "payment_hash"),
+            ("amount_msat", "amount_msat"),
+            ("fee_msat", "fee_msat"),
+        ],
+        equal_totals: &[(&["amount_msat", "fee_msat"], &["amount_msat", "fee_msat"])],
+    },
+    // ... only after Aegis verified the envelope's work: a passed verification of its scope.
+    LinkRule {
+        from: HYDRA_ENVELOPE_SETTLEMENT,
+        to: AEGIS_VERIFICATION,
+        required_when: ("status", &["settled"]),
+        hash_field: Some("verification_receipt"),
+        equal: &[
+            ("verification_id", "verification_id"),
+            ("verification_verdict", "verdict"),
+            ("scope", "scope"),
+        ],
+        equal_totals: &[],
+    },
+    // ... of an envelope Hydra issued, with the cap and credit fee it was issued with.
+    LinkRule {
+        from: HYDRA_ENVELOPE_SETTLEMENT,
+        to: HYDRA_ENVELOPE_ISSUE,
+        required_when: ("status", &["settled"]),
+        hash_field: Some("issue_receipt"),
+        equal: &[
+            ("envelope_id", "envelope_id"),
+            ("cap_msat", "cap_msat"),
+            ("credit_fee_msat", "fee_msat"),
+        ],
+        equal_totals: &[],
+    },
+    // A default or an expiry ends an issued envelope ...
+    LinkRule {
+        from: HYDRA_ENVELOPE_DEFAULT,
+        to: HYDRA_ENVELOPE_ISSUE,
+        required_when: ("status", &["defaulted", "expired"]),
+        hash_field: Some("issue_receipt"),
+        equal: &[("envelope_id", "envelope_id"), ("cap_msat", "cap_msat")],
+        equal_totals: &[],
+    },
+    // ... and a default for a failed verification rests on Aegis's failed verdict of its scope.
+    LinkRule {
+        from: HYDRA_ENVELOPE_DEFAULT,
+        to: AEGIS_VERIFICATION,
+        required_when: ("reason", &["verification_failed"]),
+        hash_field: Some("verification_receipt"),
+        equal: &[
+            ("verification_id", "verification_id"),
+            ("verification_verdict", "verdict"),
+            ("scope", "scope"),
+        ],
+        equal_totals: &[],
+    },
+    // lightning-ops changes a channel's policy through the executor: the executor's receipt is
+    // for the same channel and the same policy.
+    LinkRule {
+        from: OPS_CHANNEL_ACTION,
+        to: EXECUTOR_CHANNEL_POLICY,
+        required_when: ("action", &["set_policy"]),
+        hash_field: Some("executor_receipt"),
+        equal: &[
+            ("chan_id", "chan_id"),
+            ("base_fee_msat", "base_fee_msat"),
+            ("fee_rate_ppm", "fee_rate_ppm"),
+            ("min_htlc_msat", "min_htlc_msat"),
+            ("max_htlc_msat", "max_htlc_msat"),
+            ("time_lock_delta", "time_lock_delta"),
+        ],
+        equal_totals: &[],
     },
 ];
 

@@ -1,40 +1,62 @@
-//! lightning-ops: operators' declarative channel, fee and gateway policy.
+//! lightning-ops: operators' declarative channel, fee and gateway policy, executed through the
+//! wallet-executor (it never holds node credentials), with receipts and the numbers that show
+//! whether each channel earns its keep.
 //!
-//! In this version: the policy file (`--policy-file`, TOML, see `policy.example.toml`) is parsed
-//! and validated at start (an invalid policy refuses to start, listing every problem), and its
-//! paywalled routes are compiled into Aperture's YAML configuration with a config hash
-//! (`GET /v1/ops/aperture/config`). Plan/apply, forwarding P&L and channel health answer
-//! `501 NOT_SUPPORTED` until they are built.
+//! - The policy file (`--policy-file`, TOML, see `policy.example.toml`) is parsed and validated
+//!   at start; an invalid policy refuses to start, listing every problem (`policy.rs`).
+//! - Aperture: the policy's paywalled routes compiled into Aperture's YAML with a config hash
+//!   (`aperture.rs`, `GET /v1/ops/aperture/config`).
+//! - Plan: the diff between the observed channels and the policy, and why (`plan.rs`,
+//!   `POST /v1/ops/plan`, changes nothing).
+//! - Apply: executes the plan's policy changes through the custody channel, idempotently, with a
+//!   per-channel rate limit (changes inside the window are deferred, not dropped) and a receipt
+//!   per executed action linking the executor's (`apply.rs`, `POST /v1/ops/apply`, scope
+//!   `ops:apply`). Rebalance, open and close are planned but answer `not_supported` until the
+//!   custody channel can execute them.
+//! - Reconcile loop (`--reconcile-interval-secs`, `--dry-run`) and forwarding ingestion
+//!   (`--ingest-interval-secs`) in the background (`reconcile.rs`, `forwards.rs`).
+//! - Report: forwarding volume, fee revenue, rebalance cost, uptime, balance ratio and P&L per
+//!   channel (`report.rs`, `GET /v1/ops/report`); health flags (`GET /v1/ops/channels`).
+//!
+//! State lives in lightning-ops's own tables (`migrations/`, SQL in `store.rs`); the routes are in
+//! `http.rs`, the domain object in `ops.rs`, errors and their HTTP mapping in `error.rs`.
 
 pub mod aperture;
+pub mod apply;
+pub mod error;
 pub mod executor;
+pub mod forwards;
+mod http;
+pub mod ops;
 pub mod plan;
 pub mod policy;
+pub mod reconcile;
+pub mod report;
+pub mod store;
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{
-    Json, Router,
-    extract::{FromRef, State},
-    routing::{get, post},
-};
-use oa_auth::Verifier;
-use oa_proto::ops;
-use oa_service::{ApiError, Base, CommonArgs, ProtoJson, Route, Scoped, base::run_http};
+use axum::Router;
+use oa_service::{Base, Clock, CommonArgs, Route, SystemClock, base::count_by};
+use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
 
-use crate::executor::{Channels, GrpcChannels};
-use oa_store::MigrationSet;
+use crate::{
+    executor::{Channels, GrpcChannels},
+    ops::{Ops, Settings},
+    reconcile::Background,
+};
 
 pub const SERVICE: &str = "lightning-ops";
 
-/// lightning-ops owns no tables of its own yet (the store's core tables hold its receipt log).
 pub static MIGRATIONS: MigrationSet = MigrationSet {
     component: SERVICE,
-    migrations: &[],
+    migrations: &[(
+        1,
+        "actions, deferrals, forwards, rebalances, observations",
+        include_str!("../migrations/0001_ops.sql"),
+    )],
 };
-
-oa_service::scope!(OpsRead, "ops:read");
 
 pub const ROUTES: [Route; 5] = [
     Route::built(
@@ -53,14 +75,38 @@ pub const ROUTES: [Route; 5] = [
         Some("openagents.ops.v1.PlanResponse"),
         Some("ops:read"),
     ),
-    Route::not_supported(
+    Route::built(
         "POST",
         "/v1/ops/apply",
-        "Apply a reviewed plan through the wallet-executor",
+        "Execute the current plan through the wallet-executor: policy changes applied (rate-limited per channel: deferred, never dropped) with a receipt each; idempotent by key; dry_run changes nothing",
+        Some("openagents.ops.v1.ApplyRequest"),
+        Some("openagents.ops.v1.ApplyResponse"),
+        Some("ops:apply"),
     ),
-    Route::not_supported("GET", "/v1/ops/channels", "Channels with health flags"),
-    Route::not_supported("GET", "/v1/ops/report", "Forwarding P&L per channel"),
+    Route::built(
+        "GET",
+        "/v1/ops/channels",
+        "The node's channels with health flags (inactive, depleted_local, depleted_remote, losing_money); query from_ms, to_ms for the P&L window",
+        None,
+        Some("openagents.ops.v1.ChannelsResponse"),
+        Some("ops:read"),
+    ),
+    Route::built(
+        "GET",
+        "/v1/ops/report",
+        "Forwarding P&L per channel over [from_ms, to_ms) (query parameters, both optional): volume, fee revenue, rebalance cost, uptime, balance ratio",
+        None,
+        Some("openagents.ops.v1.ReportResponse"),
+        Some("ops:read"),
+    ),
 ];
+
+/// Default shortest time between two policy changes of one channel: an hour. Every change is
+/// gossiped to the whole network, nodes rate-limit (and may ignore) channels that update often,
+/// and a fee change needs time to show its effect on flow before the next one is judged.
+pub const DEFAULT_MIN_UPDATE_INTERVAL_SECS: u64 = 3_600;
+/// Default report window: 30 days.
+pub const DEFAULT_REPORT_WINDOW_SECS: u64 = 30 * 24 * 3_600;
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
@@ -70,27 +116,44 @@ pub const ROUTES: [Route; 5] = [
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// The policy file (TOML); see policy.example.toml. Without one, the gateway configuration
-    /// answers NOT_CONFIGURED.
+    /// The policy file (TOML); see policy.example.toml. Without one, planning, applying and the
+    /// gateway configuration answer NOT_CONFIGURED.
     #[arg(long, env = "OA_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
-    /// gRPC URL of the wallet-executor's custody channel (needed to plan).
+    /// gRPC URL of the wallet-executor's custody channel (needed to plan, apply, ingest).
     #[arg(long, env = "OA_EXECUTOR_URL")]
     pub executor_url: Option<String>,
+    /// Receipt key ids (hex) of the wallet-executor that lightning-ops trusts; empty accepts any
+    /// key whose signature verifies (development only).
+    #[arg(long, env = "OA_EXECUTOR_RECEIPT_KEYS", value_delimiter = ',')]
+    pub executor_receipt_keys: Vec<String>,
+    /// Shortest time between two policy changes of one channel; a change planned sooner is
+    /// deferred and executed by the first apply or tick after the window.
+    #[arg(long, env = "OA_MIN_UPDATE_INTERVAL_SECS", default_value_t = DEFAULT_MIN_UPDATE_INTERVAL_SECS)]
+    pub min_update_interval_secs: u64,
+    /// Run plan + apply every this many seconds (0: no reconcile loop; apply only on request).
+    #[arg(long, env = "OA_RECONCILE_INTERVAL_SECS", default_value_t = 0)]
+    pub reconcile_interval_secs: u64,
+    /// The reconcile loop only plans and records what it would do; it changes nothing.
+    #[arg(long, env = "OA_DRY_RUN")]
+    pub dry_run: bool,
+    /// Ingest the forwarding history every this many seconds (0: only on reports and ticks).
+    #[arg(long, env = "OA_INGEST_INTERVAL_SECS", default_value_t = 60)]
+    pub ingest_interval_secs: u64,
+    /// Forwarding events asked for per page (1..=1000).
+    #[arg(long, env = "OA_FORWARDS_PAGE_SIZE", default_value_t = forwards::DEFAULT_PAGE)]
+    pub forwards_page_size: u32,
+    /// Report window when a report names none (ending now).
+    #[arg(long, env = "OA_REPORT_WINDOW_SECS", default_value_t = DEFAULT_REPORT_WINDOW_SECS)]
+    pub report_window_secs: u64,
 }
 
-#[derive(Clone)]
-struct OpsState {
-    policy: Option<Arc<policy::Policy>>,
-    aperture: Option<Arc<aperture::Compiled>>,
-    channels: Option<Arc<dyn Channels>>,
-    verifier: Arc<Verifier>,
-}
-
-impl FromRef<OpsState> for Arc<Verifier> {
-    fn from_ref(s: &OpsState) -> Self {
-        s.verifier.clone()
-    }
+/// A built lightning-ops, not yet serving: its router, database and domain object (tests drive
+/// the domain object directly too).
+pub struct App {
+    pub router: Router,
+    pub db: Db,
+    pub ops: Arc<Ops>,
 }
 
 /// Reads and validates a policy file; every problem is listed in the error.
@@ -106,15 +169,26 @@ pub fn load_policy(path: &std::path::Path) -> anyhow::Result<policy::Policy> {
     })
 }
 
-pub async fn build(config: &Config) -> anyhow::Result<(Router, oa_store::Db)> {
-    build_with(config, None).await
+pub async fn build(config: &Config) -> anyhow::Result<App> {
+    build_with(config, Arc::new(SystemClock), None).await
 }
 
-/// Like [`build`], with `channels` replacing the custody-channel client (tests use a fake).
+/// Like [`build`], with the clock given and `channels` replacing the custody-channel client
+/// (tests use a fake).
 pub async fn build_with(
     config: &Config,
+    clock: Arc<dyn Clock>,
     channels: Option<Arc<dyn Channels>>,
-) -> anyhow::Result<(Router, oa_store::Db)> {
+) -> anyhow::Result<App> {
+    anyhow::ensure!(
+        (1..=forwards::MAX_PAGE).contains(&config.forwards_page_size),
+        "--forwards-page-size must be 1..={}",
+        forwards::MAX_PAGE
+    );
+    anyhow::ensure!(
+        config.report_window_secs > 0,
+        "--report-window-secs must be positive"
+    );
     let policy = config
         .policy_file
         .as_deref()
@@ -140,79 +214,66 @@ pub async fn build_with(
                 .keys
                 .identity
                 .clone()
-                .context("planning needs --identity-key-file and --identity-kid")?;
+                .context("--executor-url needs --identity-key-file and --identity-kid")?;
             Some(Arc::new(GrpcChannels::new(url, identity)?) as Arc<dyn Channels>)
         }
         (None, None) => None,
     };
-    let api = Router::new()
-        .route("/v1/ops/aperture/config", get(aperture_config))
-        .route("/v1/ops/plan", post(plan_route))
-        .with_state(OpsState {
-            policy,
-            aperture,
-            channels,
-            verifier: base.keys.verifier.clone(),
-        });
-    Ok((base.router(api, &ROUTES, None), base.db))
+    anyhow::ensure!(
+        config.reconcile_interval_secs == 0 || (policy.is_some() && channels.is_some()),
+        "--reconcile-interval-secs needs a --policy-file and an --executor-url"
+    );
+    let ops = Arc::new(Ops::new(
+        base.db.clone(),
+        policy,
+        channels,
+        clock,
+        ReceiptLog::new(SERVICE, base.keys.receipt_key.clone()),
+        Settings {
+            min_update_interval: Duration::from_secs(config.min_update_interval_secs),
+            report_window: Duration::from_secs(config.report_window_secs),
+            forwards_page: config.forwards_page_size,
+            executor_receipt_keys: config.executor_receipt_keys.clone(),
+        },
+    ));
+    let api = http::router(http::HttpState {
+        ops: ops.clone(),
+        aperture,
+        verifier: base.keys.verifier.clone(),
+    });
+    let router = base.router(
+        api,
+        &ROUTES,
+        Some(count_by(&base.db, "ops_actions", "status")),
+    );
+    Ok(App {
+        router,
+        db: base.db,
+        ops,
+    })
 }
 
-async fn aperture_config(
-    State(s): State<OpsState>,
-    _auth: Scoped<OpsRead>,
-) -> Result<Json<ops::ApertureConfigResponse>, ApiError> {
-    let compiled = s.aperture.ok_or_else(|| {
-        ApiError::new(
-            http::StatusCode::NOT_FOUND,
-            "NOT_CONFIGURED",
-            "the policy has no [aperture] section (or no --policy-file was given)",
-        )
-    })?;
-    Ok(Json(ops::ApertureConfigResponse {
-        config_yaml: compiled.config_yaml.clone(),
-        config_hash: compiled.config_hash.clone(),
-    }))
-}
-
-async fn plan_route(
-    State(s): State<OpsState>,
-    _auth: Scoped<OpsRead>,
-    ProtoJson(_req): ProtoJson<ops::PlanRequest>,
-) -> Result<Json<ops::PlanResponse>, ApiError> {
-    let not_configured = |what: &str| {
-        ApiError::new(
-            http::StatusCode::NOT_FOUND,
-            "NOT_CONFIGURED",
-            format!("planning needs {what}"),
-        )
-    };
-    let policy = s.policy.ok_or_else(|| not_configured("a --policy-file"))?;
-    let channels = s
-        .channels
-        .ok_or_else(|| not_configured("an --executor-url"))?;
-    let observed = channels.list().await?;
-    let actions = plan::plan(&policy, &observed)
-        .iter()
-        .map(|a| {
-            let (action, channel_id) = match a {
-                plan::Action::SetPolicy { channel_id, .. } => ("set_policy", channel_id.clone()),
-                plan::Action::Rebalance { channel_id, .. } => ("rebalance", channel_id.clone()),
-                plan::Action::Open { .. } => ("open", String::new()),
-                plan::Action::Close { channel_id, .. } => ("close", channel_id.clone()),
-                plan::Action::Flag { channel_id, .. } => ("flag", channel_id.clone()),
-            };
-            ops::PlanAction {
-                action: action.into(),
-                channel_id,
-                description: a.to_string(),
-            }
-        })
-        .collect();
-    Ok(Json(ops::PlanResponse { actions }))
+/// Starts the background loops `config` switches on.
+pub fn background(config: &Config, ops: Arc<Ops>) -> Background {
+    Background::spawn(
+        ops,
+        Some(Duration::from_secs(config.reconcile_interval_secs)),
+        config.dry_run,
+        Some(Duration::from_secs(config.ingest_interval_secs)),
+    )
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     oa_service::init_tracing(config.common.log_json);
-    let (router, db) = build(&config).await?;
-    run_http(SERVICE, config.common.listen, router, db).await
+    let app = build(&config).await?;
+    let loops = background(&config, app.ops.clone());
+    let listener = tokio::net::TcpListener::bind(config.common.listen)
+        .await
+        .context("bind HTTP")?;
+    tracing::info!(http = %config.common.listen, "{SERVICE} listening");
+    let served = oa_service::serve(listener, app.router, oa_service::shutdown_signal()).await;
+    // The loops stop (a tick in progress finishes) before the database closes.
+    loops.stop().await;
+    app.db.close().await;
+    Ok(served?)
 }

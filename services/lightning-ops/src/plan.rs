@@ -8,12 +8,12 @@
 //! their balance band get a rebalance action; inactive channels and channels with an empty side
 //! are flagged; open and close intents become actions unless already done.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{FeePolicy, Policy, Strategy};
 
 /// A forwarding policy as the executor reports and applies it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fees {
     pub base_fee_msat: u64,
     pub fee_rate_ppm: u32,

@@ -160,7 +160,10 @@ async fn the_service_serves_the_compiled_config_to_readers_only() {
             format!("--policy-file={}", policy.display()),
         ])
     };
-    let (router, _db) = lightning_ops::build(&args(&policy_file)).await.unwrap();
+    let router = lightning_ops::build(&args(&policy_file))
+        .await
+        .unwrap()
+        .router;
     let get = |token: Option<String>| {
         let mut req = Request::get("/v1/ops/aperture/config");
         if let Some(t) = token {

@@ -1,6 +1,15 @@
-//! lightning-ops: policy validation, the Aperture compiler (golden files) and its route.
+//! lightning-ops: policy validation, the Aperture compiler (golden files), planning, and apply,
+//! reconcile, forwarding ingestion, P&L and health, against a scripted custody channel and a real
+//! wallet-executor on the simulated network.
 
 #![allow(clippy::unwrap_used)]
 
 mod aperture;
+mod apply;
+mod fake;
+mod forwards;
+mod harness;
 mod plan;
+mod reconcile;
+mod report;
+mod routes;

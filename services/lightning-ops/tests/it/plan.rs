@@ -144,15 +144,6 @@ fn the_plan_follows_the_policy_with_hand_computed_values() {
     );
 }
 
-struct FakeChannels(Vec<Observed>);
-
-#[async_trait::async_trait]
-impl lightning_ops::executor::Channels for FakeChannels {
-    async fn list(&self) -> Result<Vec<Observed>, oa_service::ApiError> {
-        Ok(self.0.clone())
-    }
-}
-
 #[tokio::test]
 async fn the_plan_route_reads_channels_through_the_custody_channel_and_changes_nothing() {
     use axum::body::Body;
@@ -193,7 +184,8 @@ async fn the_plan_route_reads_channels_through_the_custody_channel_and_changes_n
         active: false,
         local_policy: DEFAULT,
     }];
-    let fake = Arc::new(FakeChannels(observed)) as Arc<dyn lightning_ops::executor::Channels>;
+    let fake = crate::fake::Fake::new(observed).dyn_channels();
+    let clock: Arc<dyn oa_service::Clock> = Arc::new(oa_service::SystemClock);
     let reader = ring
         .operator_token("lightning-ops", &["ops:read"], Duration::from_secs(60))
         .unwrap();
@@ -214,9 +206,10 @@ async fn the_plan_route_reads_channels_through_the_custody_channel_and_changes_n
             (status, v)
         }
     };
-    let (router, _db) = lightning_ops::build_with(&config(true), Some(fake.clone()))
+    let router = lightning_ops::build_with(&config(true), clock.clone(), Some(fake.clone()))
         .await
-        .unwrap();
+        .unwrap()
+        .router;
     let (status, v) = post(router.clone(), Some(&reader), "{}").await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let kinds: Vec<&str> = v["actions"]
@@ -236,9 +229,10 @@ async fn the_plan_route_reads_channels_through_the_custody_channel_and_changes_n
         (status, v["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST"))
     );
-    let (router, _db) = lightning_ops::build_with(&config(false), Some(fake))
+    let router = lightning_ops::build_with(&config(false), clock, Some(fake))
         .await
-        .unwrap();
+        .unwrap()
+        .router;
     let (status, v) = post(router, Some(&reader), "{}").await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
