@@ -32,7 +32,10 @@ pub const SERVICES: [&str; 5] = [
 pub const IDENTITIES: [(&str, &[&str]); 5] = [
     ("operator", &["*"]),
     ("treasury", &["hydra:*", "aegis:*"]),
-    ("hydra", &["wallet:pay", "wallet:read", "aegis:read"]),
+    (
+        "hydra",
+        &["wallet:pay", "wallet:read", "wallet:receive", "aegis:read"],
+    ),
     ("aegis", &["hydra:*"]),
     ("lightning-ops", &["wallet:read", "wallet:channels"]),
 ];

@@ -1,5 +1,6 @@
-//! Channel custody for lightning-ops: list channels, change our forwarding policy (with a signed
-//! receipt per change), read the forwarding history.
+//! Channel custody for lightning-ops: list channels (open and closed), change our forwarding
+//! policy (with a signed receipt per change), read the forwarding history and the fee report.
+//! Opening, closing and rebalancing channels are in `actions.rs`.
 //!
 //! A policy change is idempotent by key: the key is claimed, the node is changed, the receipt is
 //! appended and the response stored in one transaction. If that transaction fails after the node
@@ -20,7 +21,8 @@ use serde::Serialize;
 use crate::{
     error::WalletError,
     node::{
-        ChannelInfo, ChannelPolicy, ForwardingEvent, LightningNode, MAX_ROUTE_CLTV, MIN_CLTV_DELTA,
+        ChannelInfo, ChannelPolicy, ClosedChannel, ForwardingEvent, LightningNode, MAX_ROUTE_CLTV,
+        MIN_CLTV_DELTA,
     },
 };
 
@@ -50,6 +52,11 @@ struct PolicyReceiptBody<'a> {
     max_htlc_msat: Msat,
     #[serde(with = "oa_receipts::u64_string")]
     time_lock_delta: u64,
+    /// Signed: a negative inbound fee is a discount.
+    #[serde(serialize_with = "crate::receipt::signed_string")]
+    inbound_base_fee_msat: i64,
+    #[serde(serialize_with = "crate::receipt::signed_string")]
+    inbound_fee_rate_ppm: i32,
     #[serde(with = "oa_receipts::u64_string")]
     updated_channels: u64,
     requested_by: &'a str,
@@ -81,6 +88,16 @@ pub fn validate_policy(p: Option<&wallet::ChannelPolicy>) -> Result<ChannelPolic
     if policy.max_htlc.is_zero() || policy.min_htlc > policy.max_htlc {
         return Err(invalid(
             "max_htlc_msat must be positive and at least min_htlc_msat",
+        ));
+    }
+    if policy.inbound_fee_ppm.unsigned_abs() > MAX_FEE_RATE_PPM {
+        return Err(invalid(format!(
+            "inbound_fee_ppm must be between -{MAX_FEE_RATE_PPM} and {MAX_FEE_RATE_PPM}"
+        )));
+    }
+    if policy.inbound_base_fee_msat.unsigned_abs() > Msat::MAX.as_u64() {
+        return Err(invalid(
+            "inbound_base_fee_msat is beyond the bitcoin supply",
         ));
     }
     if !(MIN_CLTV_DELTA..=MAX_ROUTE_CLTV).contains(&policy.time_lock_delta) {
@@ -128,7 +145,43 @@ fn forward_to_proto(e: &ForwardingEvent) -> wallet::ForwardingEvent {
     }
 }
 
+fn closed_to_proto(c: &ClosedChannel) -> wallet::ClosedChannel {
+    wallet::ClosedChannel {
+        chan_id: c.chan_id,
+        remote_pubkey: c.remote_pubkey.clone(),
+        capacity_msat: c.capacity.as_u64(),
+        settled_balance_msat: c.settled_balance.as_u64(),
+        close_type: c.close_type.as_str().to_owned(),
+        closing_txid: c.closing_txid.clone(),
+        close_height: c.close_height,
+    }
+}
+
 impl Channels {
+    pub async fn list_closed(&self) -> Result<wallet::ListClosedChannelsResponse, WalletError> {
+        let closed = self.node.closed_channels().await?;
+        Ok(wallet::ListClosedChannelsResponse {
+            channels: closed.iter().map(closed_to_proto).collect(),
+        })
+    }
+
+    pub async fn fee_report(&self) -> Result<wallet::FeeReportResponse, WalletError> {
+        let r = self.node.fee_report().await?;
+        Ok(wallet::FeeReportResponse {
+            channels: r
+                .channels
+                .iter()
+                .map(|(chan_id, p)| wallet::ChannelFeeReport {
+                    chan_id: *chan_id,
+                    policy: Some(policy_to_proto(p)),
+                })
+                .collect(),
+            day_fee_sum_msat: r.day_fee_sum.as_u64(),
+            week_fee_sum_msat: r.week_fee_sum.as_u64(),
+            month_fee_sum_msat: r.month_fee_sum.as_u64(),
+        })
+    }
+
     pub async fn list(&self) -> Result<wallet::ListChannelsResponse, WalletError> {
         let channels = self.node.list_channels().await?;
         Ok(wallet::ListChannelsResponse {
@@ -188,6 +241,8 @@ impl Channels {
             min_htlc_msat: policy.min_htlc,
             max_htlc_msat: policy.max_htlc,
             time_lock_delta: u64::from(policy.time_lock_delta),
+            inbound_base_fee_msat: policy.inbound_base_fee_msat,
+            inbound_fee_rate_ppm: policy.inbound_fee_ppm,
             updated_channels: u64::from(updated),
             requested_by: caller,
             backend: self.node.backend(),

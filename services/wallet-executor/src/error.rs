@@ -9,6 +9,9 @@ pub enum WalletError {
     Invoice(#[from] oa_invoice::InvoiceError),
     #[error("{0}")]
     InvalidRequest(String),
+    /// Bad input with its own stable code (`INVALID_AMOUNT`, `INVALID_ADDRESS`, ...).
+    #[error("{message}")]
+    BadInput { code: &'static str, message: String },
     #[error(transparent)]
     IdempotencyKey(#[from] oa_store::idempotency::KeyError),
     #[error("this idempotency key was used for a different request")]
@@ -22,6 +25,8 @@ pub enum WalletError {
     },
     #[error("no such payment")]
     NotFound,
+    #[error("no such invoice at our node")]
+    InvoiceNotFound,
     #[error("no channel {0} at our node")]
     ChannelNotFound(u64),
     #[error("this idempotency key's first request is still being processed")]
@@ -63,10 +68,33 @@ impl From<oa_receipts::ReceiptError> for WalletError {
 }
 
 impl WalletError {
+    /// Bad input under a stable code.
+    pub fn bad_input(code: &'static str, message: impl Into<String>) -> Self {
+        WalletError::BadInput {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Whether this error is a definite answer from the node (it refused, or cannot do it):
+    /// nothing happened there, so the request may be undone and retried.
+    pub fn is_definite_node_refusal(&self) -> bool {
+        matches!(
+            self,
+            WalletError::ChannelNotFound(_)
+                | WalletError::NotSupported(_)
+                | WalletError::NodeRefused(_)
+                | WalletError::InsufficientFunds
+        )
+    }
+
     pub fn to_api(&self) -> ApiError {
         match self {
             WalletError::Invoice(e) => ApiError::bad_request(e.code(), e.to_string()),
             WalletError::InvalidRequest(m) => ApiError::bad_request("INVALID_REQUEST", m.clone()),
+            WalletError::BadInput { code, message } => {
+                ApiError::bad_request(*code, message.clone())
+            }
             WalletError::IdempotencyKey(e) => {
                 ApiError::bad_request("INVALID_IDEMPOTENCY_KEY", e.to_string())
             }
@@ -86,6 +114,9 @@ impl WalletError {
                 message,
             } => ApiError::new(StatusCode::FORBIDDEN, "CAP_EXCEEDED", message.clone())
                 .with_reason(*reason_code),
+            WalletError::InvoiceNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "INVOICE_NOT_FOUND", self.to_string())
+            }
             WalletError::ChannelNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND", self.to_string())
             }

@@ -1,17 +1,24 @@
 //! wallet-executor: the custody boundary.
 //!
-//! The only process that holds Lightning node credentials and signs payments. Hydra pays through
-//! its gRPC custody channel; lightning-ops reads and changes channel policy through it. It pays
-//! each payment hash at most once, enforces hard caps that hold even if a caller is compromised,
-//! and issues a signed receipt for every terminal payment.
+//! The only process that holds Lightning node credentials and signs payments. Hydra pays and
+//! receives through its gRPC custody channel; lightning-ops reads and changes channel policy,
+//! opens, closes and rebalances channels through it; operators send on-chain. It pays each
+//! payment hash at most once, sends each on-chain request at most once, enforces hard caps that
+//! hold even if a caller is compromised, and issues a signed receipt for every terminal payment,
+//! invoice settlement, on-chain send and channel action.
 
+pub mod actions;
 pub mod channels;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod invoices;
 pub mod node;
+pub mod onchain;
 pub mod payments;
+pub mod receipt;
 pub mod store;
+pub mod validate;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -26,8 +33,11 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::{
+    actions::ChannelActions,
     channels::Channels,
+    invoices::Invoices,
     node::{LightningNode, sim::SimNetwork},
+    onchain::Onchain,
     payments::{Caps, Payments},
 };
 
@@ -35,11 +45,18 @@ pub const SERVICE: &str = "wallet-executor";
 
 pub static MIGRATIONS: MigrationSet = MigrationSet {
     component: SERVICE,
-    migrations: &[(
-        1,
-        "payments",
-        include_str!("../migrations/0001_payments.sql"),
-    )],
+    migrations: &[
+        (
+            1,
+            "payments",
+            include_str!("../migrations/0001_payments.sql"),
+        ),
+        (
+            2,
+            "receive_onchain_channel_actions",
+            include_str!("../migrations/0002_receive_onchain_channel_actions.sql"),
+        ),
+    ],
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -85,16 +102,25 @@ pub struct Config {
     /// Payee node ids (hex) allowed; none means any payee.
     #[arg(long, env = "OA_PAYEE_ALLOWLIST", value_delimiter = ',')]
     pub payee_allowlist: Vec<String>,
-    /// LND's gRPC address for `--backend lnd`: `http://host:port` (plaintext; TLS (`https://`)
-    /// is refused at start-up in this version).
+    /// LND's gRPC address for `--backend lnd`: `https://host:port` (TLS with
+    /// `--lnd-tls-cert-file`), or `http://host:port` with `--lnd-insecure-plaintext`.
     #[arg(long, env = "OA_LND_URL")]
     pub lnd_url: Option<String>,
     /// LND's macaroon (binary as LND writes it, or hex text), for `--backend lnd`.
     #[arg(long, env = "OA_LND_MACAROON_FILE")]
     pub lnd_macaroon_file: Option<std::path::PathBuf>,
-    /// LND's TLS certificate (PEM), for an `https://` `--lnd-url`.
+    /// LND's TLS certificate (PEM: LND's `tls.cert`, or the CA that issued LND's certificate),
+    /// required for an `https://` `--lnd-url`.
     #[arg(long, env = "OA_LND_TLS_CERT_FILE")]
     pub lnd_tls_cert_file: Option<std::path::PathBuf>,
+    /// The name to expect in LND's certificate (and to send as SNI) when it is not the host of
+    /// `--lnd-url` (e.g. `localhost` when reaching LND by IP address through a tunnel).
+    #[arg(long, env = "OA_LND_TLS_DOMAIN")]
+    pub lnd_tls_domain: Option<String>,
+    /// Allows an `http://` `--lnd-url`: no TLS, the macaroon in clear on the wire. Tests and
+    /// development only.
+    #[arg(long, env = "OA_LND_INSECURE_PLAINTEXT")]
+    pub lnd_insecure_plaintext: bool,
 }
 
 /// A built executor, not yet serving.
@@ -105,6 +131,9 @@ pub struct App {
         oa_auth::grpc::AuthInterceptor,
     >,
     pub payments: Arc<Payments>,
+    pub invoices: Arc<Invoices>,
+    pub onchain: Arc<Onchain>,
+    pub actions: Arc<ChannelActions>,
     pub sim: Option<SimNetwork>,
     pub db: Db,
 }
@@ -155,12 +184,28 @@ pub async fn build_with(
                 .lnd_macaroon_file
                 .as_deref()
                 .context("--backend lnd needs --lnd-macaroon-file")?;
-            let lnd = node::lnd::LndConfig::from_files(
+            let mut lnd = node::lnd::LndConfig::from_files(
                 url,
                 macaroon,
                 config.lnd_tls_cert_file.as_deref(),
             )?;
-            (Arc::new(node::lnd::LndNode::connect(&lnd)?), None)
+            lnd.tls_domain = config.lnd_tls_domain.clone();
+            lnd.insecure_plaintext = config.lnd_insecure_plaintext;
+            let node = node::lnd::LndNode::connect(&lnd)?;
+            // A wrong certificate, macaroon or transport is a configuration error: refuse to
+            // start. An LND that is unreachable or not ready (wallet locked, still starting) is
+            // not: it may come up after us, and the calls fail as unavailable until it does.
+            match node.check().await {
+                Ok(()) => {}
+                Err(
+                    e @ (node::lnd::LndConnectError::Unreachable(_)
+                    | node::lnd::LndConnectError::NotReady(_)),
+                ) => {
+                    tracing::warn!(error = %e, "LND is not ready yet; starting anyway");
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("connecting to LND")),
+            }
+            (Arc::new(node), None)
         }
     };
     let log = ReceiptLog::new(SERVICE, keys.receipt_key.clone());
@@ -170,12 +215,34 @@ pub async fn build_with(
         log: ReceiptLog::new(SERVICE, keys.receipt_key.clone()),
         clock: clock.clone(),
     });
+    let caps = caps(config)?;
+    let invoices = Arc::new(Invoices::new(
+        db.clone(),
+        node.clone(),
+        log.clone(),
+        clock.clone(),
+    ));
+    let onchain = Arc::new(Onchain::new(
+        db.clone(),
+        node.clone(),
+        log.clone(),
+        clock.clone(),
+        caps.clone(),
+        config.network,
+    ));
+    let actions = Arc::new(ChannelActions::new(
+        db.clone(),
+        node.clone(),
+        log.clone(),
+        clock.clone(),
+        caps.clone(),
+    ));
     let payments = Arc::new(Payments::new(
         db.clone(),
         node.clone(),
         log,
         clock,
-        caps(config)?,
+        caps,
         config.network,
     ));
     let grpc = InterceptedService::new(
@@ -183,6 +250,9 @@ pub async fn build_with(
             payments: payments.clone(),
             node,
             channels,
+            invoices: invoices.clone(),
+            onchain: onchain.clone(),
+            actions: actions.clone(),
         })
         .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES),
         oa_auth::grpc::interceptor(keys.verifier.clone()),
@@ -201,6 +271,9 @@ pub async fn build_with(
         http,
         grpc,
         payments,
+        invoices,
+        onchain,
+        actions,
         sim,
         db,
     })
@@ -220,6 +293,22 @@ pub async fn serve(
             "tracking payments that were in flight before the restart"
         );
     }
+    let sends = app.onchain.recover().await?;
+    if sends > 0 {
+        tracing::info!(
+            sends,
+            "re-driving on-chain sends left pending before the restart"
+        );
+    }
+    let actions = app.actions.recover().await?;
+    if actions > 0 {
+        tracing::info!(
+            actions,
+            "resuming channel actions left open before the restart"
+        );
+    }
+    let follower = tokio::spawn(app.invoices.clone().follow());
+    let invoices = app.invoices.clone();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let grpc_shutdown = {
         let mut rx = rx.clone();
@@ -253,10 +342,14 @@ pub async fn serve(
     };
     tokio::spawn(async move {
         shutdown.await;
+        // Ends the settlement follower and every settlement stream first, so the gRPC server's
+        // graceful shutdown does not wait on streams that never end.
+        invoices.close();
         let _ = tx.send(true);
     });
     oa_service::serve(http, app.http, http_shutdown).await?;
     grpc_task.await??;
+    let _ = follower.await;
     app.db.close().await;
     Ok(())
 }

@@ -48,7 +48,8 @@ const RECOVERY_BATCH: u32 = 500;
 
 pub const RECEIPT_SCHEMA: &str = "oa.wallet_executor.payment_receipt.v1";
 
-/// Hard caps from configuration.
+/// Hard caps from configuration. They bound Lightning payments (amount plus fee limit), on-chain
+/// sends (amount plus a fee reserve) and rebalance fees alike, in one rolling window.
 #[derive(Clone, Debug)]
 pub struct Caps {
     pub max_payment: Msat,
@@ -56,6 +57,70 @@ pub struct Caps {
     pub window: Duration,
     /// Payee node ids (hex) allowed; empty allows all.
     pub payee_allowlist: Vec<String>,
+}
+
+impl Caps {
+    /// Refuses an amount committed by one operation above the per-payment maximum.
+    pub(crate) fn check_per_payment(&self, committed: Msat) -> Result<(), WalletError> {
+        if committed > self.max_payment {
+            return Err(WalletError::CapExceeded {
+                reason_code: "per_payment_max",
+                message: format!(
+                    "amount plus fee limit exceeds the per-payment maximum of {}",
+                    self.max_payment
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn bucket_ms(&self) -> u64 {
+        (u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX) / WINDOW_BUCKETS).max(1)
+    }
+
+    /// Counts `committed` in the rolling window at `now_ms`, inside the caller's transaction, or
+    /// refuses it (`CapExceeded`, nothing written) if the window would go above its maximum.
+    pub(crate) async fn reserve(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        now_ms: u64,
+        committed: Msat,
+    ) -> Result<(), WalletError> {
+        let bucket = now_ms / self.bucket_ms();
+        let window_used =
+            store::window_total(&mut *tx, bucket.saturating_sub(WINDOW_BUCKETS - 1)).await?;
+        if window_used
+            .checked_add(committed)
+            .map_or(true, |t| t > self.window_max)
+        {
+            return Err(WalletError::CapExceeded {
+                reason_code: "rolling_window_max",
+                message: format!(
+                    "the rolling-window maximum of {} would be exceeded",
+                    self.window_max
+                ),
+            });
+        }
+        store::add_to_bucket(&mut *tx, bucket, committed.as_i64()).await?;
+        Ok(())
+    }
+
+    /// Gives back to the window what an operation created at `created_at_ms` committed (it
+    /// failed without spending it).
+    pub(crate) async fn give_back(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        created_at_ms: u64,
+        committed: Msat,
+    ) -> Result<(), WalletError> {
+        store::add_to_bucket(
+            &mut *tx,
+            created_at_ms / self.bucket_ms(),
+            -committed.as_i64(),
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 pub struct Payments {
@@ -333,15 +398,7 @@ impl Payments {
             .amount
             .checked_add(fee_limit)
             .map_err(|_| WalletError::InvalidRequest("amount plus fee limit overflows".into()))?;
-        if committed > self.caps.max_payment {
-            return Err(WalletError::CapExceeded {
-                reason_code: "per_payment_max",
-                message: format!(
-                    "amount plus fee limit exceeds the per-payment maximum of {}",
-                    self.caps.max_payment
-                ),
-            });
-        }
+        self.caps.check_per_payment(committed)?;
         if !self.caps.payee_allowlist.is_empty()
             && !self.caps.payee_allowlist.contains(&invoice.payee_pubkey)
         {
@@ -410,26 +467,10 @@ impl Payments {
                 },
             ));
         }
-        let bucket_ms = (u64::try_from(self.caps.window.as_millis()).unwrap_or(u64::MAX)
-            / WINDOW_BUCKETS)
-            .max(1);
-        let bucket = now / bucket_ms;
-        let window_used =
-            store::window_total(&mut tx, bucket.saturating_sub(WINDOW_BUCKETS - 1)).await?;
-        if window_used
-            .checked_add(committed)
-            .map_or(true, |t| t > self.caps.window_max)
-        {
+        if let Err(e) = self.caps.reserve(&mut tx, now, committed).await {
             tx.rollback().await?;
-            return Err(WalletError::CapExceeded {
-                reason_code: "rolling_window_max",
-                message: format!(
-                    "the rolling-window maximum of {} would be exceeded",
-                    self.caps.window_max
-                ),
-            });
+            return Err(e);
         }
-        store::add_to_bucket(&mut tx, bucket, committed.as_i64()).await?;
         tx.commit().await?;
 
         let send = SendRequest {
@@ -498,6 +539,20 @@ impl Payments {
             .map_err(oa_store::StoreError::from)?;
         let row = store::get_by_key(&mut conn, scope, key).await?;
         respond(&mut conn, row).await
+    }
+
+    /// What routing a payment to a node would cost, as the node estimates it.
+    pub async fn estimate_route_fee(
+        &self,
+        req: &wallet::EstimateRouteFeeRequest,
+    ) -> Result<wallet::EstimateRouteFeeResponse, WalletError> {
+        let dest = crate::validate::pubkey("dest_pubkey", &req.dest_pubkey)?;
+        let amount = crate::validate::amount("amount_msat", req.amount_msat, false)?;
+        let estimate = self.node.estimate_route_fee(&dest, amount).await?;
+        Ok(wallet::EstimateRouteFeeResponse {
+            fee_msat: estimate.fee.as_u64(),
+            time_lock_delay: estimate.time_lock_delay,
+        })
     }
 
     /// A payment by hash.

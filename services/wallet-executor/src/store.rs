@@ -1,4 +1,9 @@
-//! SQL for the executor's payments and spending window.
+//! SQL for the executor's payments and spending window; invoices, on-chain sends and channel
+//! actions have their own submodules.
+
+pub mod actions;
+pub mod invoices;
+pub mod onchain;
 
 use oa_money::Msat;
 use oa_store::StoreError;
@@ -30,12 +35,17 @@ pub const FAILED: &str = "failed";
 const COLUMNS: &str = "payment_hash, idempotency_scope, idempotency_key, invoice, payee_pubkey, amount_msat, \
     fee_limit_msat, status, fee_msat, preimage, failure_code, failure_reason, created_at_ms, resolved_at_ms, receipt_hash";
 
-fn ms(v: u64) -> Result<i64, StoreError> {
+pub(crate) fn ms(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt("timestamp overflow".into()))
 }
 
-fn msat(v: i64) -> Result<Msat, StoreError> {
+pub(crate) fn msat(v: i64) -> Result<Msat, StoreError> {
     Msat::from_i64(v).map_err(|e| StoreError::Corrupt(format!("amount column: {e}")))
+}
+
+/// A non-negative BIGINT column as `u64`.
+pub(crate) fn unsigned(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt("negative value in an unsigned column".into()))
 }
 
 fn decode(r: &AnyRow) -> Result<PaymentRow, StoreError> {

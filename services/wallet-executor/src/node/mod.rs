@@ -358,67 +358,37 @@ pub trait LightningNode: Send + Sync + 'static {
         max_events: u32,
     ) -> Result<ForwardingPage, NodeError>;
 
-    // TRANSITIONAL: the default bodies below go once both backends implement them.
-
     /// Issues an invoice from our node.
-    async fn add_invoice(&self, _req: &InvoiceRequest) -> Result<NodeInvoice, NodeError> {
-        Err(NodeError::NotSupported("add_invoice"))
-    }
+    async fn add_invoice(&self, req: &InvoiceRequest) -> Result<NodeInvoice, NodeError>;
     /// One of our invoices, by payment hash (`NotFound` if we never issued it).
-    async fn lookup_invoice(&self, _hash: &PaymentHash) -> Result<NodeInvoice, NodeError> {
-        Err(NodeError::NotSupported("lookup_invoice"))
-    }
+    async fn lookup_invoice(&self, hash: &PaymentHash) -> Result<NodeInvoice, NodeError>;
     /// Settled invoices with `settle_index` above `after_settle_index`, in settle order: first
     /// those already settled, then each new settlement as it happens. Gapless: a consumer that
     /// stores the last `settle_index` it handled and resubscribes from it misses nothing.
     async fn subscribe_settled_invoices(
         &self,
-        _after_settle_index: u64,
-    ) -> Result<BoxStream<'static, Result<NodeInvoice, NodeError>>, NodeError> {
-        Err(NodeError::NotSupported("subscribe_settled_invoices"))
-    }
+        after_settle_index: u64,
+    ) -> Result<BoxStream<'static, Result<NodeInvoice, NodeError>>, NodeError>;
     /// What a payment of `amount` to node `dest` (hex pubkey) would cost in routing fees.
     async fn estimate_route_fee(
         &self,
-        _dest: &str,
-        _amount: Msat,
-    ) -> Result<RouteFeeEstimate, NodeError> {
-        Err(NodeError::NotSupported("estimate_route_fee"))
-    }
-    async fn closed_channels(&self) -> Result<Vec<ClosedChannel>, NodeError> {
-        Err(NodeError::NotSupported("closed_channels"))
-    }
-    async fn fee_report(&self) -> Result<FeeReport, NodeError> {
-        Err(NodeError::NotSupported("fee_report"))
-    }
+        dest: &str,
+        amount: Msat,
+    ) -> Result<RouteFeeEstimate, NodeError>;
+    async fn closed_channels(&self) -> Result<Vec<ClosedChannel>, NodeError>;
+    async fn fee_report(&self) -> Result<FeeReport, NodeError>;
     /// Starts opening a channel; it becomes active (listed by `list_channels`) once its funding
     /// transaction has the confirmations the node requires.
-    async fn open_channel(&self, _req: &OpenChannelRequest) -> Result<ChannelPoint, NodeError> {
-        Err(NodeError::NotSupported("open_channel"))
-    }
+    async fn open_channel(&self, req: &OpenChannelRequest) -> Result<ChannelPoint, NodeError>;
     /// Starts closing a channel (cooperatively, or unilaterally when `force`). Closing a channel
     /// that is already closing reports the same closing transaction.
-    async fn close_channel(
-        &self,
-        _chan_id: u64,
-        _force: bool,
-    ) -> Result<ClosingChannel, NodeError> {
-        Err(NodeError::NotSupported("close_channel"))
-    }
-    async fn wallet_balance(&self) -> Result<WalletBalance, NodeError> {
-        Err(NodeError::NotSupported("wallet_balance"))
-    }
+    async fn close_channel(&self, chan_id: u64, force: bool) -> Result<ClosingChannel, NodeError>;
+    async fn wallet_balance(&self) -> Result<WalletBalance, NodeError>;
     /// A fresh receive address (P2WPKH) of our on-chain wallet.
-    async fn new_address(&self) -> Result<String, NodeError> {
-        Err(NodeError::NotSupported("new_address"))
-    }
+    async fn new_address(&self) -> Result<String, NodeError>;
     /// Sends on-chain and returns the txid. Idempotent per `label`: if a transaction with this
     /// label exists, its txid is returned and nothing is sent.
-    async fn send_coins(&self, _req: &SendCoinsRequest) -> Result<String, NodeError> {
-        Err(NodeError::NotSupported("send_coins"))
-    }
+    async fn send_coins(&self, req: &SendCoinsRequest) -> Result<String, NodeError>;
     /// Moves liquidity between two of our channels with a payment to ourselves.
-    async fn rebalance(&self, _req: &RebalanceRequest) -> Result<RebalanceOutcome, NodeError> {
-        Err(NodeError::NotSupported("rebalance"))
-    }
+    async fn rebalance(&self, req: &RebalanceRequest) -> Result<RebalanceOutcome, NodeError>;
 }

@@ -5,6 +5,120 @@ use tonic::{Request, transport::Channel};
 
 use crate::harness::{Harness, pay_req};
 
+#[tokio::test]
+async fn each_new_rpc_accepts_exactly_its_scopes() {
+    let h = Harness::start(&[]).await;
+    let mut c = raw(&h).await;
+    for (rpc, allowed) in SCOPE_TABLE {
+        for scope in WALLET_SCOPES {
+            let token = h
+                .ring
+                .operator_token("wallet-executor", &[scope], Duration::from_secs(60))
+                .unwrap();
+            let r = call(&mut c, rpc, Some(&token)).await;
+            let refused = matches!(&r, Err(e) if e.code() == tonic::Code::PermissionDenied);
+            assert_eq!(
+                refused,
+                !allowed.contains(&scope),
+                "{rpc} with {scope}: {r:?}"
+            );
+            assert!(
+                !matches!(&r, Err(e) if e.code() == tonic::Code::Unauthenticated),
+                "{rpc} with {scope}: {r:?}"
+            );
+        }
+    }
+    // No service key may grant the on-chain send scope; lightning-ops' may not grant receive.
+    for (who, scope) in [
+        ("hydra", "wallet:send_onchain"),
+        ("lightning-ops", "wallet:send_onchain"),
+        ("lightning-ops", "wallet:receive"),
+    ] {
+        let token = h
+            .ring
+            .identity(who)
+            .unwrap()
+            .mint("wallet-executor", &[scope], Duration::from_secs(60))
+            .unwrap();
+        let rpc = if scope == "wallet:receive" {
+            "NewAddress"
+        } else {
+            "SendCoins"
+        };
+        let e = call(&mut c, rpc, Some(&token)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{who} {scope}");
+    }
+    // Refused calls changed nothing: no receipts, no channel, no send.
+    assert!(h.receipts().await.is_empty());
+    assert!(h.sim.pending_channels().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_sim_mine_and_fund_routes_need_their_scope_and_valid_input() {
+    let h = Harness::start(&[]).await;
+    let sim = h
+        .ring
+        .operator_token("wallet-executor", &["wallet:sim"], Duration::from_secs(60))
+        .unwrap();
+    let read = h
+        .ring
+        .operator_token("wallet-executor", &["wallet:read"], Duration::from_secs(60))
+        .unwrap();
+    for path in ["/v1/sim/mine", "/v1/sim/fund"] {
+        assert_eq!(h.post_json(path, None, "{}").await.0, 401);
+        assert_eq!(h.post_json(path, Some(&read), "{}").await.0, 403);
+    }
+    let (status, v) = h
+        .post_json("/v1/sim/fund", Some(&sim), r#"{"amount_msat":"50000000"}"#)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["txid"].as_str().unwrap().len(), 64);
+    let start = wallet_executor::node::sim::STARTING_BALANCE_SAT;
+    assert_eq!(
+        v["confirmed_balance_msat"],
+        ((start + 50_000) * 1_000).to_string()
+    );
+    let (status, v) = h
+        .post_json("/v1/sim/mine", Some(&sim), r#"{"blocks":3}"#)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["height"], wallet_executor::node::sim::START_HEIGHT + 3);
+    for (path, body, code) in [
+        ("/v1/sim/mine", r#"{"blocks":0}"#, "INVALID_BLOCKS"),
+        ("/v1/sim/mine", r#"{"blocks":10001}"#, "INVALID_BLOCKS"),
+        (
+            "/v1/sim/mine",
+            r#"{"blocks":1,"extra":1}"#,
+            "INVALID_REQUEST",
+        ),
+        (
+            "/v1/sim/fund",
+            r#"{"amount_msat":"1500"}"#,
+            "INVALID_AMOUNT",
+        ),
+        (
+            "/v1/sim/fund",
+            r#"{"amount_msat":"100000"}"#,
+            "INVALID_AMOUNT",
+        ),
+        (
+            "/v1/sim/fund",
+            r#"{"amount_msat":"99999999999999999999"}"#,
+            "INVALID_REQUEST",
+        ),
+    ] {
+        let (status, v) = h.post_json(path, Some(&sim), body).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{path} {body}"
+        );
+    }
+    assert_eq!(h.sim.height(), wallet_executor::node::sim::START_HEIGHT + 3);
+    h.stop().await;
+}
+
 async fn raw(h: &Harness) -> WalletExecutorClient<Channel> {
     WalletExecutorClient::connect(format!("http://{}", h.grpc_addr))
         .await
@@ -62,7 +176,165 @@ async fn refused_everywhere(h: &Harness, token: Option<&str>, code: tonic::Code)
         .await
         .unwrap_err();
     assert_eq!(e.code(), code, "forwarding_history: {e:?}");
+    for rpc in NEW_RPCS {
+        let e = call(&mut c, rpc, token).await.unwrap_err();
+        assert_eq!(e.code(), code, "{rpc}: {e:?}");
+    }
 }
+
+/// The RPCs of the receive, on-chain and channel-action surface.
+const NEW_RPCS: [&str; 12] = [
+    "CreateInvoice",
+    "LookupInvoice",
+    "SubscribeInvoiceSettlements",
+    "EstimateRouteFee",
+    "ListClosedChannels",
+    "FeeReport",
+    "WalletBalance",
+    "NewAddress",
+    "SendCoins",
+    "OpenChannel",
+    "CloseChannel",
+    "Rebalance",
+];
+
+/// Calls `rpc` with a minimal valid-looking request and `token`; only the status matters.
+async fn call(
+    c: &mut WalletExecutorClient<Channel>,
+    rpc: &str,
+    token: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let hash = "00".repeat(32);
+    let pubkey = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798".to_owned();
+    match rpc {
+        "CreateInvoice" => c
+            .create_invoice(with_token(crate::receive::invoice_req("k", 1_000), token))
+            .await
+            .map(drop),
+        "LookupInvoice" => c
+            .lookup_invoice(with_token(
+                wallet::LookupInvoiceRequest { payment_hash: hash },
+                token,
+            ))
+            .await
+            .map(drop),
+        "SubscribeInvoiceSettlements" => c
+            .subscribe_invoice_settlements(with_token(
+                wallet::SubscribeInvoiceSettlementsRequest {
+                    after_settle_index: 0,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "EstimateRouteFee" => c
+            .estimate_route_fee(with_token(
+                wallet::EstimateRouteFeeRequest {
+                    dest_pubkey: pubkey,
+                    amount_msat: 1_000,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "ListClosedChannels" => c
+            .list_closed_channels(with_token(wallet::ListClosedChannelsRequest {}, token))
+            .await
+            .map(drop),
+        "FeeReport" => c
+            .fee_report(with_token(wallet::FeeReportRequest {}, token))
+            .await
+            .map(drop),
+        "WalletBalance" => c
+            .wallet_balance(with_token(wallet::WalletBalanceRequest {}, token))
+            .await
+            .map(drop),
+        "NewAddress" => c
+            .new_address(with_token(wallet::NewAddressRequest {}, token))
+            .await
+            .map(drop),
+        "SendCoins" => c
+            .send_coins(with_token(
+                wallet::SendCoinsRequest {
+                    idempotency_key: "k".into(),
+                    address: crate::onchain::external_address(bitcoin::Network::Regtest),
+                    // Past the scope check it is refused as bad input: nothing is sent.
+                    amount_msat: 0,
+                    sat_per_vbyte: 1,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "OpenChannel" => c
+            .open_channel(with_token(
+                wallet::OpenChannelRequest {
+                    idempotency_key: "k".into(),
+                    remote_pubkey: pubkey,
+                    local_funding_msat: 100_000_000,
+                    push_msat: 0,
+                    private: false,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "CloseChannel" => c
+            .close_channel(with_token(
+                wallet::CloseChannelRequest {
+                    idempotency_key: "k".into(),
+                    chan_id: 1,
+                    force: false,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Rebalance" => c
+            .rebalance(with_token(
+                wallet::RebalanceRequest {
+                    idempotency_key: "k".into(),
+                    out_chan_id: 1,
+                    in_chan_id: 2,
+                    amount_msat: 1_000,
+                    fee_limit_msat: 0,
+                    timeout_ms: 0,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        other => panic!("unknown rpc {other}"),
+    }
+}
+
+/// Per RPC: the scopes that may call it. Every other wallet scope is refused.
+const SCOPE_TABLE: [(&str, &[&str]); 12] = [
+    ("CreateInvoice", &["wallet:receive"]),
+    ("LookupInvoice", &["wallet:receive", "wallet:read"]),
+    (
+        "SubscribeInvoiceSettlements",
+        &["wallet:read", "wallet:receive"],
+    ),
+    ("EstimateRouteFee", &["wallet:read", "wallet:pay"]),
+    ("ListClosedChannels", &["wallet:read"]),
+    ("FeeReport", &["wallet:read"]),
+    ("WalletBalance", &["wallet:read"]),
+    ("NewAddress", &["wallet:receive"]),
+    ("SendCoins", &["wallet:send_onchain"]),
+    ("OpenChannel", &["wallet:channels"]),
+    ("CloseChannel", &["wallet:channels"]),
+    ("Rebalance", &["wallet:channels"]),
+];
+
+const WALLET_SCOPES: [&str; 6] = [
+    "wallet:pay",
+    "wallet:read",
+    "wallet:receive",
+    "wallet:channels",
+    "wallet:send_onchain",
+    "wallet:sim",
+];
 
 #[tokio::test]
 async fn refuses_callers_without_a_valid_token_on_every_rpc() {

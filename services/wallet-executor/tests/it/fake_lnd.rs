@@ -1,7 +1,20 @@
 //! A fake LND gRPC server: speaks the `lnrpc.Lightning` and `routerrpc.Router` subset in
-//! `proto/`, checks the macaroon, keeps invoices and payments in memory, pays the invoices it
-//! issued (settling them, revealing their preimages), and can be told to fail: drop the payment
-//! stream mid-payment, hang payments in flight, or reject every macaroon.
+//! `proto/` over TLS (with a certificate made in the test, shaped like LND's own) or plaintext,
+//! checks the macaroon on every RPC, and keeps a small in-memory model of a node:
+//! - invoices of other nodes that we pay (settled by our payments, revealing their preimages);
+//! - our own invoices with LND's add and settle indexes, a live event feed for
+//!   `SubscribeInvoices` (with LND's backlog rules: nothing replayed from index 0), and
+//!   [`FakeLnd::settle`] for the test to play a payer;
+//! - channels with balances and both policies (inbound fees included), channels pending open,
+//!   closing (cooperatively or by force) and closed, confirmed by [`FakeLnd::mine`];
+//! - an on-chain wallet: transactions with labels and confirmations, balances derived from them,
+//!   regtest P2WPKH addresses;
+//! - circular payments (rebalances) honouring `outgoing_chan_ids`, `last_hop_pubkey` and
+//!   `allow_self_payment`.
+//!
+//! It can be told to fail: drop the payment stream mid-payment, hang payments in flight, reject
+//! every macaroon, break invoice subscriptions after some messages, lose the answer of a
+//! `SendCoins` it performed. It records how often each RPC was called and each hash really sent.
 
 use std::{
     collections::HashMap,
@@ -9,29 +22,44 @@ use std::{
     time::Duration,
 };
 
-use bitcoin::secp256k1::SecretKey;
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use oa_invoice::{InvoiceRequest, InvoiceSigner, Network, PaymentHash, Preimage};
 use oa_money::Msat;
 use oa_proto::{
     lnrpc::{
-        self, AddInvoiceResponse, Amount, Chain, ChanInfoRequest, ChannelBalanceRequest,
-        ChannelBalanceResponse, ChannelEdge, ForwardingHistoryRequest, ForwardingHistoryResponse,
-        GetInfoRequest, GetInfoResponse, Invoice, InvoiceState, ListChannelsRequest,
-        ListChannelsResponse, Payment, PaymentFailureReason, PolicyUpdateRequest,
-        PolicyUpdateResponse, RoutingPolicy,
+        self, AddInvoiceResponse, AddressType, Amount, Chain, ChanInfoRequest,
+        ChannelBalanceRequest, ChannelBalanceResponse, ChannelCloseSummary, ChannelEdge,
+        ChannelFeeReport, CloseChannelRequest, CloseStatusUpdate, ClosedChannelsRequest,
+        ClosedChannelsResponse, FeeReportRequest, FeeReportResponse, ForwardingHistoryRequest,
+        ForwardingHistoryResponse, GetInfoRequest, GetInfoResponse, GetTransactionsRequest,
+        Invoice, InvoiceState, InvoiceSubscription, ListChannelsRequest, ListChannelsResponse,
+        ListInvoiceRequest, ListInvoiceResponse, NewAddressRequest, NewAddressResponse,
+        OpenChannelRequest, Payment, PaymentFailureReason, PendingChannelsRequest,
+        PendingChannelsResponse, PendingUpdate, PolicyUpdateRequest, PolicyUpdateResponse,
+        RoutingPolicy, SendCoinsRequest, SendCoinsResponse, TransactionDetails,
+        WalletBalanceRequest, WalletBalanceResponse,
+        channel_close_summary::ClosureType,
         channel_point::FundingTxid,
+        close_status_update::Update,
         lightning_server::{Lightning, LightningServer},
         payment::PaymentStatus,
+        pending_channels_response::{
+            ForceClosedChannel, PendingChannel, PendingOpenChannel, WaitingCloseChannel,
+        },
         policy_update_request::Scope,
     },
     routerrpc::{
-        SendPaymentRequest, TrackPaymentRequest,
+        RouteFeeRequest, RouteFeeResponse, SendPaymentRequest, TrackPaymentRequest,
         router_server::{Router, RouterServer},
     },
 };
-use tokio::sync::mpsc;
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::{Request, Response, Status};
+use tonic::{
+    Request, Response, Status,
+    transport::{Identity, ServerTlsConfig},
+};
 
 /// What the fake should get wrong.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,15 +73,73 @@ pub struct Faults {
     /// Break the payment stream before any update, and only then start the payment (a request
     /// LND took although the client saw the connection fail).
     pub drop_before_update: bool,
+    /// Break every invoice subscription after it has sent this many messages.
+    pub drop_invoice_stream_after: Option<usize>,
+    /// Perform the next `SendCoins`, then answer as if the connection broke.
+    pub lose_send_coins_answer: bool,
 }
 
-struct FakeInvoice {
+/// A certificate and its key, PEM.
+pub struct TestCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A certificate shaped like LND's `tls.cert`: self-signed, with the CA flag set (which rustls'
+/// WebPKI verifier refuses as a server certificate), for `localhost` and 127.0.0.1.
+pub fn lnd_like_cert() -> TestCert {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "lnd autogenerated cert");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+        KeyUsagePurpose::KeyCertSign,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.self_signed(&key).unwrap();
+    TestCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// A CA (its certificate, PEM) and a server certificate it issued for `names`.
+pub fn ca_issued_cert(names: &[&str]) -> (String, TestCert) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (
+        ca_cert.pem(),
+        TestCert {
+            cert_pem: leaf.pem(),
+            key_pem: key.serialize_pem(),
+        },
+    )
+}
+
+struct PeerInvoice {
     preimage: Preimage,
     amount_msat: u64,
-    bolt11: String,
     direct: bool,
     state: InvoiceState,
-    add_index: u64,
 }
 
 struct FakeChannel {
@@ -61,20 +147,78 @@ struct FakeChannel {
     chan_point: String,
     remote_pubkey: String,
     capacity_sat: i64,
-    local_sat: i64,
+    local_msat: u64,
+    private: bool,
     local: RoutingPolicy,
     remote: RoutingPolicy,
 }
 
+impl FakeChannel {
+    fn local_sat(&self) -> i64 {
+        (self.local_msat / 1000) as i64
+    }
+
+    fn remote_sat(&self) -> i64 {
+        self.capacity_sat - self.local_sat()
+    }
+
+    fn pending(&self) -> PendingChannel {
+        PendingChannel {
+            remote_node_pub: self.remote_pubkey.clone(),
+            channel_point: self.chan_point.clone(),
+            capacity: self.capacity_sat,
+            local_balance: self.local_sat(),
+            remote_balance: self.remote_sat(),
+            private: self.private,
+        }
+    }
+}
+
+struct Closing {
+    channel: FakeChannel,
+    closing_txid: String,
+    force: bool,
+    broadcast_height: u32,
+}
+
+struct PendingOpen {
+    channel: FakeChannel,
+    funding_height: u32,
+}
+
+struct FakeTx {
+    txid: String,
+    /// Satoshis into (positive) or out of (negative, fee included) our wallet.
+    amount_sat: i64,
+    label: String,
+    /// 0 while unconfirmed.
+    height: u32,
+}
+
 #[derive(Default)]
 struct State {
-    invoices: HashMap<[u8; 32], FakeInvoice>,
+    peer_invoices: HashMap<[u8; 32], PeerInvoice>,
+    /// Our invoices, in add order (`add_index` = position + 1).
+    ours: Vec<Invoice>,
+    our_index: HashMap<[u8; 32], usize>,
+    settled_count: u64,
     payments: HashMap<[u8; 32], Payment>,
     /// How many times each hash was really sent.
     sends: HashMap<[u8; 32], u32>,
     /// Outcomes held back by the `hang` fault.
     held: Vec<([u8; 32], Payment)>,
     channels: Vec<FakeChannel>,
+    pending_open: Vec<PendingOpen>,
+    closing: Vec<Closing>,
+    closed: Vec<ChannelCloseSummary>,
+    height: u32,
+    txs: Vec<FakeTx>,
+    tx_counter: u64,
+    addresses: u8,
+    coin_sends: u32,
+    /// `(outgoing_chan_ids, last_hop_pubkey)` of each circular payment.
+    rebalances: Vec<(Vec<u64>, Vec<u8>)>,
+    calls: HashMap<&'static str, u32>,
     faults: Faults,
 }
 
@@ -85,6 +229,9 @@ pub struct FakeLnd {
     peer: Arc<InvoiceSigner>,
     merchant: Arc<InvoiceSigner>,
     state: Arc<Mutex<State>>,
+    /// Invoice events (adds and settlements), sent under the state lock so a subscriber that
+    /// reads its backlog and subscribes under the same lock misses nothing.
+    events: broadcast::Sender<Invoice>,
 }
 
 fn signer(byte: u8) -> Arc<InvoiceSigner> {
@@ -102,11 +249,46 @@ fn policy(base: i64, ppm: i64) -> RoutingPolicy {
         disabled: false,
         max_htlc_msat: 990_000_000,
         last_update: 0,
+        inbound_fee_base_msat: 0,
+        inbound_fee_rate_milli_msat: 0,
     }
 }
 
-const ROUTED_BASE_FEE_MSAT: u64 = 1_000;
-const ROUTED_FEE_PPM: u64 = 100;
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A txid's bytes as LND's bytes fields carry them (the reverse of the hex form).
+fn txid_bytes(txid: &str) -> Vec<u8> {
+    let mut b = hex::decode(txid).unwrap();
+    b.reverse();
+    b
+}
+
+pub const ROUTED_BASE_FEE_MSAT: u64 = 1_000;
+pub const ROUTED_FEE_PPM: u64 = 100;
+/// Blocks a funding or closing transaction needs in the fake before it counts.
+pub const CONFIRMATIONS: u32 = 3;
+/// The fee of every on-chain transaction the fake makes.
+pub const ONCHAIN_FEE_SAT: i64 = 150;
+/// What the wallet holds at start, confirmed.
+pub const INITIAL_WALLET_SAT: i64 = 5_000_000;
+/// LND's smallest channel.
+const MIN_CHANNEL_SAT: i64 = 20_000;
+/// The fee sums the fake's `FeeReport` gives (satoshis, as LND's).
+pub const FEE_SUMS_SAT: (u64, u64, u64) = (3, 10, 42);
+
+/// Ours first if `me < remote` (LND orders the two nodes of an edge by public key).
+fn ordered(me: &str, c: &FakeChannel) -> (String, RoutingPolicy, String, RoutingPolicy) {
+    if me < c.remote_pubkey.as_str() {
+        (me.to_owned(), c.local, c.remote_pubkey.clone(), c.remote)
+    } else {
+        (c.remote_pubkey.clone(), c.remote, me.to_owned(), c.local)
+    }
+}
 
 impl FakeLnd {
     pub fn new(macaroon_hex: &str) -> FakeLnd {
@@ -117,7 +299,8 @@ impl FakeLnd {
                 chan_point: format!("{}:0", "ab".repeat(32)),
                 remote_pubkey: peer.node_id().to_string(),
                 capacity_sat: 1_000_000,
-                local_sat: 600_000,
+                local_msat: 600_000_000,
+                private: false,
                 local: policy(1_000, 1),
                 remote: policy(1_000, 1),
             },
@@ -126,24 +309,39 @@ impl FakeLnd {
                 chan_point: format!("{}:1", "cd".repeat(32)),
                 remote_pubkey: signer(0x44).node_id().to_string(),
                 capacity_sat: 2_000_000,
-                local_sat: 500_000,
+                local_msat: 500_000_000,
+                private: false,
                 local: policy(1_000, 1),
                 remote: policy(ROUTED_BASE_FEE_MSAT as i64, ROUTED_FEE_PPM as i64),
             },
         ];
-        FakeLnd {
+        let (events, _) = broadcast::channel(1024);
+        let fake = FakeLnd {
             macaroon_hex: macaroon_hex.to_owned(),
             me,
             peer,
             merchant,
             state: Arc::new(Mutex::new(State {
                 channels,
+                height: 800,
                 ..State::default()
             })),
+            events,
+        };
+        {
+            let mut s = fake.state.lock().unwrap();
+            let txid = FakeLnd::next_txid(&mut s);
+            s.txs.push(FakeTx {
+                txid,
+                amount_sat: INITIAL_WALLET_SAT,
+                label: String::new(),
+                height: 100,
+            });
         }
+        fake
     }
 
-    /// Serves on a free loopback port; returns the `http://` url.
+    /// Serves plaintext on a free loopback port; returns the `http://` url.
     pub async fn serve(&self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -159,8 +357,101 @@ impl FakeLnd {
         format!("http://{addr}")
     }
 
+    /// Serves TLS with `cert` on a free loopback port; returns the `https://` url.
+    pub async fn serve_tls(&self, cert: &TestCert) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (l, r) = (self.clone(), self.clone());
+        let tls =
+            ServerTlsConfig::new().identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem));
+        let server = tonic::transport::Server::builder().tls_config(tls).unwrap();
+        tokio::spawn(async move {
+            let mut server = server;
+            server
+                .add_service(LightningServer::new(l))
+                .add_service(RouterServer::new(r))
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        format!("https://{addr}")
+    }
+
+    pub fn node_id(&self) -> String {
+        self.me.node_id().to_string()
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.peer.node_id().to_string()
+    }
+
+    pub fn merchant_id(&self) -> String {
+        self.merchant.node_id().to_string()
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         self.state.lock().unwrap().faults = faults;
+    }
+
+    /// How many times the RPC `name` (e.g. `"SendCoins"`) was called (macaroon accepted).
+    pub fn calls(&self, name: &str) -> u32 {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many on-chain sends the wallet really made.
+    pub fn coin_sends(&self) -> u32 {
+        self.state.lock().unwrap().coin_sends
+    }
+
+    /// The label of the wallet transaction `txid`.
+    pub fn tx_label(&self, txid: &str) -> Option<String> {
+        let s = self.state.lock().unwrap();
+        s.txs
+            .iter()
+            .find(|t| t.txid == txid)
+            .map(|t| t.label.clone())
+    }
+
+    /// `(outgoing_chan_ids, last_hop_pubkey)` of each circular payment made.
+    pub fn rebalances(&self) -> Vec<(Vec<u64>, Vec<u8>)> {
+        self.state.lock().unwrap().rebalances.clone()
+    }
+
+    /// How many wallet transactions carry `label`.
+    pub fn label_sends(&self, label: &str) -> usize {
+        let s = self.state.lock().unwrap();
+        s.txs.iter().filter(|t| t.label == label).count()
+    }
+
+    /// Receives `sat` into the wallet, confirmed in the current block.
+    pub fn deposit(&self, sat: i64) {
+        let mut s = self.state.lock().unwrap();
+        let txid = FakeLnd::next_txid(&mut s);
+        let height = s.height;
+        s.txs.push(FakeTx {
+            txid,
+            amount_sat: sat,
+            label: String::new(),
+            height,
+        });
+    }
+
+    /// Receives `sat` into the wallet, unconfirmed until [`FakeLnd::mine`].
+    pub fn receive_onchain(&self, sat: i64) {
+        let mut s = self.state.lock().unwrap();
+        let txid = FakeLnd::next_txid(&mut s);
+        s.txs.push(FakeTx {
+            txid,
+            amount_sat: sat,
+            label: String::new(),
+            height: 0,
+        });
     }
 
     /// Completes the payments held in flight by the `hang` fault.
@@ -193,56 +484,146 @@ impl FakeLnd {
     /// (a routing fee is due).
     pub fn issue(&self, direct: bool, amount_msat: u64) -> String {
         let who = if direct { &self.peer } else { &self.merchant };
-        self.issue_with(who, direct, amount_msat, "fake-lnd")
-    }
-
-    fn issue_with(
-        &self,
-        who: &InvoiceSigner,
-        direct: bool,
-        amount_msat: u64,
-        memo: &str,
-    ) -> String {
-        let preimage = Preimage::random();
-        let hash = preimage.payment_hash();
-        let bolt11 = who
-            .create_invoice(&InvoiceRequest {
-                network: Network::Regtest,
-                amount: Some(Msat::new(amount_msat).unwrap()),
-                payment_hash: hash,
-                payment_secret: [9u8; 32],
-                description: memo.to_owned(),
-                created_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap(),
-                expiry: Duration::from_secs(3600),
-                min_final_cltv_expiry_delta: 40,
-            })
-            .unwrap();
-        let mut s = self.state.lock().unwrap();
-        let add_index = s.invoices.len() as u64 + 1;
-        s.invoices.insert(
-            hash.0,
-            FakeInvoice {
+        let (preimage, bolt11) = FakeLnd::make_invoice(who, amount_msat, "fake-lnd", 3600);
+        self.state.lock().unwrap().peer_invoices.insert(
+            preimage.payment_hash().0,
+            PeerInvoice {
                 preimage,
                 amount_msat,
-                bolt11: bolt11.clone(),
                 direct,
                 state: InvoiceState::Open,
-                add_index,
             },
         );
         bolt11
     }
 
-    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let ok = !self.state.lock().unwrap().faults.reject_macaroon
+    fn make_invoice(
+        who: &InvoiceSigner,
+        amount_msat: u64,
+        memo: &str,
+        expiry_secs: u64,
+    ) -> (Preimage, String) {
+        let preimage = Preimage::random();
+        let bolt11 = who
+            .create_invoice(&InvoiceRequest {
+                network: Network::Regtest,
+                amount: (amount_msat > 0).then(|| Msat::new(amount_msat).unwrap()),
+                payment_hash: preimage.payment_hash(),
+                payment_secret: [9u8; 32],
+                description: memo.to_owned(),
+                created_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap(),
+                expiry: Duration::from_secs(expiry_secs),
+                min_final_cltv_expiry_delta: 40,
+            })
+            .unwrap();
+        (preimage, bolt11)
+    }
+
+    /// Settles our invoice `hash` as if a payer paid `amount_paid_msat` (its amount when 0).
+    /// Returns its settle index.
+    pub fn settle(&self, hash: &PaymentHash, amount_paid_msat: u64) -> u64 {
+        let mut s = self.state.lock().unwrap();
+        self.settle_locked(&mut s, &hash.0, amount_paid_msat)
+            .expect("an open invoice of ours")
+    }
+
+    fn settle_locked(&self, s: &mut State, hash: &[u8; 32], amount_paid_msat: u64) -> Option<u64> {
+        let i = *s.our_index.get(hash)?;
+        if s.ours[i].state != InvoiceState::Open as i32 {
+            return None;
+        }
+        s.settled_count += 1;
+        let index = s.settled_count;
+        let inv = &mut s.ours[i];
+        let paid = if amount_paid_msat == 0 {
+            inv.value_msat
+        } else {
+            amount_paid_msat as i64
+        };
+        inv.state = InvoiceState::Settled as i32;
+        inv.settle_index = index;
+        inv.settle_date = now_secs();
+        inv.amt_paid_msat = paid;
+        inv.amt_paid_sat = paid / 1000;
+        let _ = self.events.send(inv.clone());
+        Some(index)
+    }
+
+    /// Mines `blocks` blocks: confirms wallet transactions, opens channels and completes closes
+    /// that have [`CONFIRMATIONS`].
+    pub fn mine(&self, blocks: u32) {
+        let mut s = self.state.lock().unwrap();
+        for _ in 0..blocks {
+            s.height += 1;
+            let h = s.height;
+            for tx in &mut s.txs {
+                if tx.height == 0 {
+                    tx.height = h;
+                }
+            }
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut s.pending_open)
+                .into_iter()
+                // Confirmations of a transaction mined at height t: h - t + 1.
+                .partition(|p| h + 1 >= p.funding_height + CONFIRMATIONS);
+            s.pending_open = waiting;
+            for p in ready {
+                let mut c = p.channel;
+                c.chan_id = (u64::from(p.funding_height) << 40) | (1 << 16);
+                s.channels.push(c);
+            }
+            let (done, closing): (Vec<_>, Vec<_>) = std::mem::take(&mut s.closing)
+                .into_iter()
+                // Mined into the block after its broadcast.
+                .partition(|c| h >= c.broadcast_height + CONFIRMATIONS);
+            s.closing = closing;
+            for c in done {
+                let settled = c.channel.local_sat();
+                let txid = FakeLnd::next_txid(&mut s);
+                s.txs.push(FakeTx {
+                    txid,
+                    amount_sat: settled,
+                    label: String::new(),
+                    height: h,
+                });
+                s.closed.push(ChannelCloseSummary {
+                    channel_point: c.channel.chan_point.clone(),
+                    chan_id: c.channel.chan_id,
+                    chain_hash: "06226e46111a0b59caaf126043eb5bbf28c34f3a5e332a1fc7b2b73cf188910f"
+                        .into(),
+                    closing_tx_hash: c.closing_txid.clone(),
+                    remote_pubkey: c.channel.remote_pubkey.clone(),
+                    capacity: c.channel.capacity_sat,
+                    close_height: h,
+                    settled_balance: settled,
+                    time_locked_balance: 0,
+                    close_type: if c.force {
+                        ClosureType::LocalForceClose as i32
+                    } else {
+                        ClosureType::CooperativeClose as i32
+                    },
+                });
+            }
+        }
+    }
+
+    fn next_txid(s: &mut State) -> String {
+        s.tx_counter += 1;
+        hex::encode(Sha256::digest(format!("fake-tx-{}", s.tx_counter)))
+    }
+
+    /// Checks the macaroon and counts the call.
+    fn check<T>(&self, req: &Request<T>, rpc: &'static str) -> Result<(), Status> {
+        let mut s = self.state.lock().unwrap();
+        let ok = !s.faults.reject_macaroon
             && req
                 .metadata()
                 .get("macaroon")
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|m| m == self.macaroon_hex);
         if ok {
+            *s.calls.entry(rpc).or_insert(0) += 1;
             Ok(())
         } else {
             Err(Status::unauthenticated(
@@ -251,23 +632,33 @@ impl FakeLnd {
         }
     }
 
-    /// The outcome of paying `bolt11` with at most `fee_limit_msat` of fees (settles the invoice).
-    fn outcome(s: &mut State, hash: [u8; 32], base: &Payment, fee_limit_msat: i64) -> Payment {
+    /// The outcome of paying `hash` with at most `fee_limit_msat` of fees (settles the invoice).
+    fn outcome(
+        &self,
+        s: &mut State,
+        hash: [u8; 32],
+        base: &Payment,
+        req: &SendPaymentRequest,
+    ) -> Payment {
         let mut p = base.clone();
-        let Some(inv) = s.invoices.get_mut(&hash) else {
+        let fail = |mut p: Payment, reason: PaymentFailureReason| {
             p.status = PaymentStatus::Failed as i32;
-            p.failure_reason = PaymentFailureReason::FailureReasonNoRoute as i32;
-            return p;
+            p.failure_reason = reason as i32;
+            p
+        };
+        if s.our_index.contains_key(&hash) {
+            return self.circular(s, hash, p, req);
+        }
+        let Some(inv) = s.peer_invoices.get_mut(&hash) else {
+            return fail(p, PaymentFailureReason::FailureReasonNoRoute);
         };
         let fee = if inv.direct {
             0
         } else {
             ROUTED_BASE_FEE_MSAT + inv.amount_msat * ROUTED_FEE_PPM / 1_000_000
         };
-        if fee as i64 > fee_limit_msat || inv.state != InvoiceState::Open {
-            p.status = PaymentStatus::Failed as i32;
-            p.failure_reason = PaymentFailureReason::FailureReasonNoRoute as i32;
-            return p;
+        if fee as i64 > req.fee_limit_msat || inv.state != InvoiceState::Open {
+            return fail(p, PaymentFailureReason::FailureReasonNoRoute);
         }
         inv.state = InvoiceState::Settled;
         p.status = PaymentStatus::Succeeded as i32;
@@ -276,9 +667,57 @@ impl FakeLnd {
         p.fee_sat = (fee / 1000) as i64;
         p
     }
+
+    /// A payment to one of our own invoices: out over `outgoing_chan_ids`, back in over the
+    /// channel to `last_hop_pubkey`, through the peers (a routed fee is due).
+    fn circular(
+        &self,
+        s: &mut State,
+        hash: [u8; 32],
+        mut p: Payment,
+        req: &SendPaymentRequest,
+    ) -> Payment {
+        let fail = |mut p: Payment| {
+            p.status = PaymentStatus::Failed as i32;
+            p.failure_reason = PaymentFailureReason::FailureReasonNoRoute as i32;
+            p
+        };
+        let i = s.our_index[&hash];
+        let amount = s.ours[i].value_msat as u64;
+        let fee = ROUTED_BASE_FEE_MSAT + amount * ROUTED_FEE_PPM / 1_000_000;
+        let last_hop = hex::encode(&req.last_hop_pubkey);
+        let out = s
+            .channels
+            .iter()
+            .position(|c| req.outgoing_chan_ids.contains(&c.chan_id));
+        let inc = s.channels.iter().position(|c| c.remote_pubkey == last_hop);
+        let (Some(out), Some(inc)) = (out, inc) else {
+            return fail(p);
+        };
+        if out == inc
+            || fee as i64 > req.fee_limit_msat
+            || s.channels[out].local_msat < amount + fee
+            || (s.channels[inc].remote_sat() as u64) * 1000 < amount
+        {
+            return fail(p);
+        }
+        s.channels[out].local_msat -= amount + fee;
+        s.channels[inc].local_msat += amount;
+        s.rebalances
+            .push((req.outgoing_chan_ids.clone(), req.last_hop_pubkey.clone()));
+        let preimage = s.ours[i].r_preimage.clone();
+        self.settle_locked(s, &hash, amount);
+        p.status = PaymentStatus::Succeeded as i32;
+        p.payment_preimage = hex::encode(preimage);
+        p.fee_msat = fee as i64;
+        p.fee_sat = (fee / 1000) as i64;
+        p
+    }
 }
 
 type PayStream = ReceiverStream<Result<Payment, Status>>;
+type InvoiceStream = ReceiverStream<Result<Invoice, Status>>;
+type CloseStream = ReceiverStream<Result<CloseStatusUpdate, Status>>;
 
 #[tonic::async_trait]
 impl Router for FakeLnd {
@@ -289,11 +728,14 @@ impl Router for FakeLnd {
         &self,
         req: Request<SendPaymentRequest>,
     ) -> Result<Response<PayStream>, Status> {
-        self.check(&req)?;
+        self.check(&req, "SendPaymentV2")?;
         let req = req.into_inner();
         let decoded = oa_invoice::decode(&req.payment_request)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let hash = decoded.payment_hash.0;
+        if decoded.payee_pubkey == self.node_id() && !req.allow_self_payment {
+            return Err(Status::invalid_argument("no self-payments allowed"));
+        }
         let (first, final_state, faults) = {
             let mut s = self.state.lock().unwrap();
             match s.payments.get(&hash).map(|p| p.status) {
@@ -316,7 +758,7 @@ impl Router for FakeLnd {
                 ..Payment::default()
             };
             s.payments.insert(hash, in_flight.clone());
-            let done = FakeLnd::outcome(&mut s, hash, &in_flight, req.fee_limit_msat);
+            let done = self.outcome(&mut s, hash, &in_flight, &req);
             let faults = s.faults;
             if faults.drop_before_update {
                 s.payments.remove(&hash);
@@ -365,7 +807,7 @@ impl Router for FakeLnd {
         &self,
         req: Request<TrackPaymentRequest>,
     ) -> Result<Response<PayStream>, Status> {
-        self.check(&req)?;
+        self.check(&req, "TrackPaymentV2")?;
         let hash: [u8; 32] = req
             .into_inner()
             .payment_hash
@@ -399,22 +841,55 @@ impl Router for FakeLnd {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+
+    async fn estimate_route_fee(
+        &self,
+        req: Request<RouteFeeRequest>,
+    ) -> Result<Response<RouteFeeResponse>, Status> {
+        self.check(&req, "EstimateRouteFee")?;
+        let req = req.into_inner();
+        if req.amt_sat <= 0 {
+            return Err(Status::invalid_argument("amount must be greater than 0"));
+        }
+        let dest = hex::encode(&req.dest);
+        let amount_msat = req.amt_sat as u64 * 1000;
+        let (fee, delay) = if dest == self.peer_id() {
+            (0, 40)
+        } else if dest == self.merchant_id() {
+            (
+                ROUTED_BASE_FEE_MSAT + amount_msat * ROUTED_FEE_PPM / 1_000_000,
+                80,
+            )
+        } else {
+            return Err(Status::unknown("unable to find a path to destination"));
+        };
+        Ok(Response::new(RouteFeeResponse {
+            routing_fee_msat: fee as i64,
+            time_lock_delay: delay,
+            failure_reason: PaymentFailureReason::FailureReasonNone as i32,
+        }))
+    }
 }
 
 #[tonic::async_trait]
 impl Lightning for FakeLnd {
+    type SubscribeInvoicesStream = InvoiceStream;
+    type CloseChannelStream = CloseStream;
+
     async fn get_info(
         &self,
         req: Request<GetInfoRequest>,
     ) -> Result<Response<GetInfoResponse>, Status> {
-        self.check(&req)?;
-        let n = self.state.lock().unwrap().channels.len() as u32;
+        self.check(&req, "GetInfo")?;
+        let s = self.state.lock().unwrap();
+        let n = s.channels.len() as u32;
         Ok(Response::new(GetInfoResponse {
-            identity_pubkey: self.me.node_id().to_string(),
+            identity_pubkey: self.node_id(),
             alias: "fake-lnd".into(),
             num_active_channels: n,
+            num_pending_channels: (s.pending_open.len() + s.closing.len()) as u32,
             num_peers: n,
-            block_height: 800,
+            block_height: s.height,
             synced_to_chain: true,
             version: "0.18.0-beta fake".into(),
             chains: vec![Chain {
@@ -429,14 +904,10 @@ impl Lightning for FakeLnd {
         &self,
         req: Request<ChannelBalanceRequest>,
     ) -> Result<Response<ChannelBalanceResponse>, Status> {
-        self.check(&req)?;
+        self.check(&req, "ChannelBalance")?;
         let s = self.state.lock().unwrap();
-        let local: i64 = s.channels.iter().map(|c| c.local_sat).sum();
-        let remote: i64 = s
-            .channels
-            .iter()
-            .map(|c| c.capacity_sat - c.local_sat)
-            .sum();
+        let local: i64 = s.channels.iter().map(FakeChannel::local_sat).sum();
+        let remote: i64 = s.channels.iter().map(FakeChannel::remote_sat).sum();
         let amount = |sat: i64| Amount {
             sat: sat as u64,
             msat: sat as u64 * 1000,
@@ -453,7 +924,7 @@ impl Lightning for FakeLnd {
         &self,
         req: Request<ListChannelsRequest>,
     ) -> Result<Response<ListChannelsResponse>, Status> {
-        self.check(&req)?;
+        self.check(&req, "ListChannels")?;
         let s = self.state.lock().unwrap();
         let channels = s
             .channels
@@ -464,8 +935,9 @@ impl Lightning for FakeLnd {
                 channel_point: c.chan_point.clone(),
                 chan_id: c.chan_id,
                 capacity: c.capacity_sat,
-                local_balance: c.local_sat,
-                remote_balance: c.capacity_sat - c.local_sat,
+                local_balance: c.local_sat(),
+                remote_balance: c.remote_sat(),
+                private: c.private,
                 ..Default::default()
             })
             .collect();
@@ -476,18 +948,48 @@ impl Lightning for FakeLnd {
         &self,
         req: Request<Invoice>,
     ) -> Result<Response<AddInvoiceResponse>, Status> {
-        self.check(&req)?;
+        self.check(&req, "AddInvoice")?;
         let req = req.into_inner();
-        let amount = if req.value_msat > 0 {
+        if req.value != 0 && req.value_msat != 0 {
+            return Err(Status::invalid_argument(
+                "value and value_msat are mutually exclusive",
+            ));
+        }
+        let amount = if req.value_msat != 0 {
             req.value_msat
         } else {
             req.value * 1000
         };
-        let bolt11 = self.issue_with(&self.me, true, amount as u64, &req.memo);
-        let d = oa_invoice::decode(&bolt11).map_err(|e| Status::internal(e.to_string()))?;
-        let add_index = self.state.lock().unwrap().invoices.len() as u64;
+        if amount < 0 {
+            return Err(Status::invalid_argument("negative amount"));
+        }
+        let expiry = if req.expiry == 0 { 86_400 } else { req.expiry };
+        let (preimage, bolt11) =
+            FakeLnd::make_invoice(&self.me, amount as u64, &req.memo, expiry as u64);
+        let hash = preimage.payment_hash().0;
+        let mut s = self.state.lock().unwrap();
+        let add_index = s.ours.len() as u64 + 1;
+        let inv = Invoice {
+            memo: req.memo,
+            r_preimage: preimage.0.to_vec(),
+            r_hash: hash.to_vec(),
+            value: amount / 1000,
+            value_msat: amount,
+            creation_date: now_secs(),
+            payment_request: bolt11.clone(),
+            expiry,
+            cltv_expiry: 40,
+            add_index,
+            state: InvoiceState::Open as i32,
+            payment_addr: vec![9u8; 32],
+            ..Default::default()
+        };
+        let position = s.ours.len();
+        s.our_index.insert(hash, position);
+        s.ours.push(inv.clone());
+        let _ = self.events.send(inv);
         Ok(Response::new(AddInvoiceResponse {
-            r_hash: d.payment_hash.0.to_vec(),
+            r_hash: hash.to_vec(),
             payment_request: bolt11,
             add_index,
             payment_addr: vec![9u8; 32],
@@ -498,54 +1000,137 @@ impl Lightning for FakeLnd {
         &self,
         req: Request<lnrpc::PaymentHash>,
     ) -> Result<Response<Invoice>, Status> {
-        self.check(&req)?;
+        self.check(&req, "LookupInvoice")?;
         let hash: [u8; 32] = req
             .into_inner()
             .r_hash
             .try_into()
             .map_err(|_| Status::invalid_argument("r_hash must be 32 bytes"))?;
         let s = self.state.lock().unwrap();
-        let inv = s
-            .invoices
+        let i = s
+            .our_index
             .get(&hash)
             .ok_or_else(|| Status::not_found("unable to locate invoice"))?;
-        let settled = inv.state == InvoiceState::Settled;
-        Ok(Response::new(Invoice {
-            r_hash: hash.to_vec(),
-            r_preimage: if settled {
-                inv.preimage.0.to_vec()
-            } else {
-                Vec::new()
-            },
-            value_msat: inv.amount_msat as i64,
-            value: (inv.amount_msat / 1000) as i64,
-            payment_request: inv.bolt11.clone(),
-            add_index: inv.add_index,
-            state: inv.state as i32,
-            amt_paid_msat: if settled { inv.amount_msat as i64 } else { 0 },
-            ..Default::default()
+        Ok(Response::new(s.ours[*i].clone()))
+    }
+
+    async fn list_invoices(
+        &self,
+        req: Request<ListInvoiceRequest>,
+    ) -> Result<Response<ListInvoiceResponse>, Status> {
+        self.check(&req, "ListInvoices")?;
+        let req = req.into_inner();
+        if req.reversed {
+            return Err(Status::unimplemented("the fake pages forwards only"));
+        }
+        let s = self.state.lock().unwrap();
+        let invoices: Vec<Invoice> = s
+            .ours
+            .iter()
+            .filter(|i| i.add_index > req.index_offset)
+            .filter(|i| !req.pending_only || i.state == InvoiceState::Open as i32)
+            .take(req.num_max_invoices.max(1) as usize)
+            .cloned()
+            .collect();
+        Ok(Response::new(ListInvoiceResponse {
+            first_index_offset: invoices.first().map_or(0, |i| i.add_index),
+            last_index_offset: invoices.last().map_or(0, |i| i.add_index),
+            invoices,
         }))
+    }
+
+    async fn subscribe_invoices(
+        &self,
+        req: Request<InvoiceSubscription>,
+    ) -> Result<Response<InvoiceStream>, Status> {
+        self.check(&req, "SubscribeInvoices")?;
+        let req = req.into_inner();
+        let (backlog, mut live, drop_after) = {
+            let s = self.state.lock().unwrap();
+            let mut backlog: Vec<Invoice> = Vec::new();
+            // Like LND: an index of 0 replays nothing.
+            if req.add_index > 0 {
+                backlog.extend(
+                    s.ours
+                        .iter()
+                        .filter(|i| i.add_index > req.add_index)
+                        .cloned(),
+                );
+            }
+            if req.settle_index > 0 {
+                let mut settled: Vec<Invoice> = s
+                    .ours
+                    .iter()
+                    .filter(|i| {
+                        i.state == InvoiceState::Settled as i32 && i.settle_index > req.settle_index
+                    })
+                    .cloned()
+                    .collect();
+                settled.sort_by_key(|i| i.settle_index);
+                backlog.extend(settled);
+            }
+            // Under the same lock as the backlog: no event falls between the two.
+            (
+                backlog,
+                self.events.subscribe(),
+                s.faults.drop_invoice_stream_after,
+            )
+        };
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut sent = 0usize;
+            let broke = |sent: usize| drop_after.is_some_and(|n| sent >= n);
+            for inv in backlog {
+                if broke(sent) {
+                    let _ = tx.send(Err(Status::unavailable("connection reset"))).await;
+                    return;
+                }
+                if tx.send(Ok(inv)).await.is_err() {
+                    return;
+                }
+                sent += 1;
+            }
+            loop {
+                if broke(sent) {
+                    let _ = tx.send(Err(Status::unavailable("connection reset"))).await;
+                    return;
+                }
+                tokio::select! {
+                    ev = live.recv() => match ev {
+                        Ok(inv) => {
+                            if tx.send(Ok(inv)).await.is_err() {
+                                return;
+                            }
+                            sent += 1;
+                        }
+                        Err(_) => {
+                            let _ = tx.send(Err(Status::resource_exhausted("subscriber too slow"))).await;
+                            return;
+                        }
+                    },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn get_chan_info(
         &self,
         req: Request<ChanInfoRequest>,
     ) -> Result<Response<ChannelEdge>, Status> {
-        self.check(&req)?;
+        self.check(&req, "GetChanInfo")?;
         let id = req.into_inner().chan_id;
-        let me = self.me.node_id().to_string();
+        let me = self.node_id();
         let s = self.state.lock().unwrap();
+        // The graph keeps a closing channel's edge until the close confirms.
         let c = s
             .channels
             .iter()
+            .chain(s.closing.iter().map(|c| &c.channel))
             .find(|c| c.chan_id == id)
-            .ok_or_else(|| Status::not_found("edge not found"))?;
-        // LND orders the two nodes of an edge by public key.
-        let (n1, p1, n2, p2) = if me < c.remote_pubkey {
-            (me, c.local, c.remote_pubkey.clone(), c.remote)
-        } else {
-            (c.remote_pubkey.clone(), c.remote, me, c.local)
-        };
+            .ok_or_else(|| Status::unknown("edge not found"))?;
+        let (n1, p1, n2, p2) = ordered(&me, c);
         Ok(Response::new(ChannelEdge {
             channel_id: c.chan_id,
             chan_point: c.chan_point.clone(),
@@ -561,10 +1146,18 @@ impl Lightning for FakeLnd {
         &self,
         req: Request<PolicyUpdateRequest>,
     ) -> Result<Response<PolicyUpdateResponse>, Status> {
-        self.check(&req)?;
+        self.check(&req, "UpdateChannelPolicy")?;
         let req = req.into_inner();
         if req.time_lock_delta < 18 {
             return Err(Status::invalid_argument("time lock delta too small"));
+        }
+        // LND's default: inbound fees may only be discounts.
+        if let Some(f) = &req.inbound_fee
+            && (f.base_fee_msat > 0 || f.fee_rate_ppm > 0)
+        {
+            return Err(Status::unknown(
+                "positive values for inbound fee base and rate are not supported",
+            ));
         }
         let target = match req.scope {
             Some(Scope::Global(true)) => None,
@@ -592,6 +1185,10 @@ impl Lightning for FakeLnd {
             if req.min_htlc_msat_specified {
                 c.local.min_htlc = req.min_htlc_msat as i64;
             }
+            if let Some(f) = &req.inbound_fee {
+                c.local.inbound_fee_base_msat = f.base_fee_msat;
+                c.local.inbound_fee_rate_milli_msat = f.fee_rate_ppm;
+            }
         }
         if !hit && target.is_some() {
             failed.push(lnrpc::FailedUpdate {
@@ -609,7 +1206,7 @@ impl Lightning for FakeLnd {
         &self,
         req: Request<ForwardingHistoryRequest>,
     ) -> Result<Response<ForwardingHistoryResponse>, Status> {
-        self.check(&req)?;
+        self.check(&req, "ForwardingHistory")?;
         let req = req.into_inner();
         let all: Vec<lnrpc::ForwardingEvent> = (0..3u64)
             .map(|i| lnrpc::ForwardingEvent {
@@ -635,4 +1232,324 @@ impl Lightning for FakeLnd {
             forwarding_events: events,
         }))
     }
+
+    async fn closed_channels(
+        &self,
+        req: Request<ClosedChannelsRequest>,
+    ) -> Result<Response<ClosedChannelsResponse>, Status> {
+        self.check(&req, "ClosedChannels")?;
+        let s = self.state.lock().unwrap();
+        Ok(Response::new(ClosedChannelsResponse {
+            channels: s.closed.clone(),
+        }))
+    }
+
+    async fn pending_channels(
+        &self,
+        req: Request<PendingChannelsRequest>,
+    ) -> Result<Response<PendingChannelsResponse>, Status> {
+        self.check(&req, "PendingChannels")?;
+        let s = self.state.lock().unwrap();
+        let pending_open_channels = s
+            .pending_open
+            .iter()
+            .map(|p| PendingOpenChannel {
+                channel: Some(p.channel.pending()),
+                funding_expiry_blocks: 2016,
+                commit_fee: 0,
+            })
+            .collect();
+        let waiting_close_channels = s
+            .closing
+            .iter()
+            .filter(|c| !c.force)
+            .map(|c| WaitingCloseChannel {
+                channel: Some(c.channel.pending()),
+                limbo_balance: c.channel.local_sat(),
+                closing_txid: c.closing_txid.clone(),
+            })
+            .collect();
+        let pending_force_closing_channels = s
+            .closing
+            .iter()
+            .filter(|c| c.force)
+            .map(|c| ForceClosedChannel {
+                channel: Some(c.channel.pending()),
+                closing_txid: c.closing_txid.clone(),
+                limbo_balance: c.channel.local_sat(),
+                maturity_height: c.broadcast_height + 144,
+                blocks_til_maturity: 144,
+                recovered_balance: 0,
+            })
+            .collect();
+        Ok(Response::new(PendingChannelsResponse {
+            total_limbo_balance: s.closing.iter().map(|c| c.channel.local_sat()).sum(),
+            pending_open_channels,
+            pending_force_closing_channels,
+            waiting_close_channels,
+        }))
+    }
+
+    async fn fee_report(
+        &self,
+        req: Request<FeeReportRequest>,
+    ) -> Result<Response<FeeReportResponse>, Status> {
+        self.check(&req, "FeeReport")?;
+        let s = self.state.lock().unwrap();
+        let channel_fees = s
+            .channels
+            .iter()
+            .map(|c| ChannelFeeReport {
+                channel_point: c.chan_point.clone(),
+                base_fee_msat: c.local.fee_base_msat,
+                fee_per_mil: c.local.fee_rate_milli_msat,
+                fee_rate: 0.0,
+                chan_id: c.chan_id,
+                inbound_base_fee_msat: c.local.inbound_fee_base_msat,
+                inbound_fee_per_mil: c.local.inbound_fee_rate_milli_msat,
+            })
+            .collect();
+        Ok(Response::new(FeeReportResponse {
+            channel_fees,
+            day_fee_sum: FEE_SUMS_SAT.0,
+            week_fee_sum: FEE_SUMS_SAT.1,
+            month_fee_sum: FEE_SUMS_SAT.2,
+        }))
+    }
+
+    async fn open_channel_sync(
+        &self,
+        req: Request<OpenChannelRequest>,
+    ) -> Result<Response<lnrpc::ChannelPoint>, Status> {
+        self.check(&req, "OpenChannelSync")?;
+        let req = req.into_inner();
+        if req.node_pubkey.len() != 33 {
+            return Err(Status::invalid_argument("invalid node pubkey"));
+        }
+        if req.local_funding_amount < MIN_CHANNEL_SAT {
+            return Err(Status::unknown(format!(
+                "channel is too small: {} sat, the minimum is {MIN_CHANNEL_SAT} sat",
+                req.local_funding_amount
+            )));
+        }
+        if req.push_sat < 0 || req.push_sat >= req.local_funding_amount {
+            return Err(Status::unknown("push amount exceeds the funding amount"));
+        }
+        let mut s = self.state.lock().unwrap();
+        let (confirmed, _) = balances(&s);
+        let need = req.local_funding_amount + ONCHAIN_FEE_SAT;
+        if need > confirmed {
+            return Err(Status::unknown(format!(
+                "not enough witness outputs to create funding transaction, need {need} sat \
+                 only have {confirmed} sat available"
+            )));
+        }
+        let txid = FakeLnd::next_txid(&mut s);
+        s.txs.push(FakeTx {
+            txid: txid.clone(),
+            amount_sat: -need,
+            label: String::new(),
+            height: 0,
+        });
+        let height = s.height;
+        s.pending_open.push(PendingOpen {
+            channel: FakeChannel {
+                chan_id: 0,
+                chan_point: format!("{txid}:0"),
+                remote_pubkey: hex::encode(&req.node_pubkey),
+                capacity_sat: req.local_funding_amount,
+                local_msat: ((req.local_funding_amount - req.push_sat) * 1000) as u64,
+                private: req.private,
+                local: policy(1_000, 1),
+                remote: policy(1_000, 1),
+            },
+            // Mined into the next block.
+            funding_height: height + 1,
+        });
+        Ok(Response::new(lnrpc::ChannelPoint {
+            funding_txid: Some(FundingTxid::FundingTxidBytes(txid_bytes(&txid))),
+            output_index: 0,
+        }))
+    }
+
+    async fn close_channel(
+        &self,
+        req: Request<CloseChannelRequest>,
+    ) -> Result<Response<CloseStream>, Status> {
+        self.check(&req, "CloseChannel")?;
+        let req = req.into_inner();
+        let cp = req
+            .channel_point
+            .ok_or_else(|| Status::invalid_argument("channel point needed"))?;
+        let txid = match cp.funding_txid {
+            Some(FundingTxid::FundingTxidStr(t)) => t,
+            Some(FundingTxid::FundingTxidBytes(b)) => {
+                let mut b = b;
+                b.reverse();
+                hex::encode(b)
+            }
+            None => return Err(Status::invalid_argument("channel point needed")),
+        };
+        let point = format!("{txid}:{}", cp.output_index);
+        let mut s = self.state.lock().unwrap();
+        if s.closing.iter().any(|c| c.channel.chan_point == point) {
+            // LND refuses a second close; the backend must not ask.
+            return Err(Status::unknown("channel is already being closed"));
+        }
+        let i = s
+            .channels
+            .iter()
+            .position(|c| c.chan_point == point)
+            .ok_or_else(|| Status::unknown("unable to find channel"))?;
+        let channel = s.channels.remove(i);
+        let closing_txid = FakeLnd::next_txid(&mut s);
+        let broadcast_height = s.height;
+        s.closing.push(Closing {
+            channel,
+            closing_txid: closing_txid.clone(),
+            force: req.force,
+            broadcast_height,
+        });
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let pending = CloseStatusUpdate {
+                update: Some(Update::ClosePending(PendingUpdate {
+                    txid: txid_bytes(&closing_txid),
+                    output_index: 0,
+                })),
+            };
+            let _ = tx.send(Ok(pending)).await;
+            // LND keeps the stream open until the close confirms; the client goes first.
+            tx.closed().await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn wallet_balance(
+        &self,
+        req: Request<WalletBalanceRequest>,
+    ) -> Result<Response<WalletBalanceResponse>, Status> {
+        self.check(&req, "WalletBalance")?;
+        let s = self.state.lock().unwrap();
+        let (confirmed, unconfirmed) = balances(&s);
+        Ok(Response::new(WalletBalanceResponse {
+            total_balance: confirmed + unconfirmed,
+            confirmed_balance: confirmed,
+            unconfirmed_balance: unconfirmed,
+            locked_balance: 0,
+            reserved_balance_anchor_chan: 0,
+        }))
+    }
+
+    async fn new_address(
+        &self,
+        req: Request<NewAddressRequest>,
+    ) -> Result<Response<NewAddressResponse>, Status> {
+        self.check(&req, "NewAddress")?;
+        if req.get_ref().r#type != AddressType::WitnessPubkeyHash as i32 {
+            return Err(Status::invalid_argument(
+                "the fake only makes p2wkh addresses",
+            ));
+        }
+        let mut s = self.state.lock().unwrap();
+        s.addresses += 1;
+        let sk = SecretKey::from_slice(&[0x50u8.wrapping_add(s.addresses); 32]).unwrap();
+        let pk = bitcoin::CompressedPublicKey(sk.public_key(&Secp256k1::new()));
+        let address = bitcoin::Address::p2wpkh(&pk, bitcoin::KnownHrp::Regtest).to_string();
+        Ok(Response::new(NewAddressResponse { address }))
+    }
+
+    async fn send_coins(
+        &self,
+        req: Request<SendCoinsRequest>,
+    ) -> Result<Response<SendCoinsResponse>, Status> {
+        self.check(&req, "SendCoins")?;
+        let req = req.into_inner();
+        req.addr
+            .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
+            .ok()
+            .and_then(|a| a.require_network(bitcoin::Network::Regtest).ok())
+            .ok_or_else(|| Status::unknown(format!("invalid address {}", req.addr)))?;
+        if req.amount <= 0 {
+            return Err(Status::unknown("amount must be positive"));
+        }
+        if req.label.chars().count() > 500 {
+            return Err(Status::unknown("label too long"));
+        }
+        let mut s = self.state.lock().unwrap();
+        let (confirmed, _) = balances(&s);
+        if req.amount + ONCHAIN_FEE_SAT > confirmed {
+            return Err(Status::unknown(
+                "insufficient funds available to construct transaction",
+            ));
+        }
+        let txid = FakeLnd::next_txid(&mut s);
+        s.txs.push(FakeTx {
+            txid: txid.clone(),
+            amount_sat: -(req.amount + ONCHAIN_FEE_SAT),
+            label: req.label,
+            height: 0,
+        });
+        s.coin_sends += 1;
+        if s.faults.lose_send_coins_answer {
+            s.faults.lose_send_coins_answer = false;
+            return Err(Status::unavailable("connection reset"));
+        }
+        Ok(Response::new(SendCoinsResponse { txid }))
+    }
+
+    async fn get_transactions(
+        &self,
+        req: Request<GetTransactionsRequest>,
+    ) -> Result<Response<TransactionDetails>, Status> {
+        self.check(&req, "GetTransactions")?;
+        let req = req.into_inner();
+        let s = self.state.lock().unwrap();
+        let include_unconfirmed = req.end_height == -1;
+        let transactions = s
+            .txs
+            .iter()
+            .filter(|t| {
+                if t.height == 0 {
+                    include_unconfirmed
+                } else {
+                    i64::from(t.height) >= i64::from(req.start_height)
+                        && (req.end_height == -1
+                            || i64::from(t.height) <= i64::from(req.end_height))
+                }
+            })
+            .map(|t| lnrpc::Transaction {
+                tx_hash: t.txid.clone(),
+                amount: t.amount_sat,
+                num_confirmations: if t.height == 0 {
+                    0
+                } else {
+                    (s.height - t.height + 1) as i32
+                },
+                block_height: t.height as i32,
+                total_fees: if t.amount_sat < 0 { ONCHAIN_FEE_SAT } else { 0 },
+                label: t.label.clone(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(TransactionDetails { transactions }))
+    }
+}
+
+/// `(confirmed, unconfirmed)` wallet balances in satoshis: what we spend leaves at once, what
+/// we receive counts once confirmed.
+fn balances(s: &State) -> (i64, i64) {
+    let confirmed = s
+        .txs
+        .iter()
+        .filter(|t| t.height > 0 || t.amount_sat < 0)
+        .map(|t| t.amount_sat)
+        .sum();
+    let unconfirmed = s
+        .txs
+        .iter()
+        .filter(|t| t.height == 0 && t.amount_sat > 0)
+        .map(|t| t.amount_sat)
+        .sum();
+    (confirmed, unconfirmed)
 }

@@ -135,6 +135,102 @@ impl Harness {
             .await
     }
 
+    /// Hydra receiving: invoices and their settlements.
+    pub async fn receiver(&self) -> Client {
+        self.client_as(
+            "hydra",
+            "wallet-executor",
+            &["wallet:receive", "wallet:read"],
+        )
+        .await
+    }
+
+    /// lightning-ops: reads and channel actions.
+    pub async fn ops(&self) -> Client {
+        self.client_as(
+            "lightning-ops",
+            "wallet-executor",
+            &["wallet:read", "wallet:channels"],
+        )
+        .await
+    }
+
+    /// An operator with the on-chain send scope (no service key may grant it).
+    pub async fn treasurer(&self) -> Client {
+        self.client_as(
+            "operator",
+            "wallet-executor",
+            &["wallet:send_onchain", "wallet:read", "wallet:receive"],
+        )
+        .await
+    }
+
+    /// Every receipt the executor has logged, in log order (read over HTTP as an auditor would).
+    pub async fn receipts(&self) -> Vec<oa_receipts::Receipt> {
+        let token = self
+            .ring
+            .operator_token(
+                "wallet-executor",
+                &["receipts:read"],
+                Duration::from_secs(600),
+            )
+            .unwrap();
+        let mut out = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let page: oa_proto::common::ListReceiptsResponse = reqwest::Client::new()
+                .get(format!(
+                    "http://{}/v1/receipts?from_log_index={from}&limit=1000",
+                    self.http_addr
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if page.receipts.is_empty() {
+                return out;
+            }
+            for r in &page.receipts {
+                out.push(oa_service::receipts::from_proto(r).unwrap());
+            }
+            from = page.next_log_index;
+        }
+    }
+
+    /// Receipts of one schema.
+    pub async fn receipts_of(&self, schema: &str) -> Vec<oa_receipts::Receipt> {
+        self.receipts()
+            .await
+            .into_iter()
+            .filter(|r| r.schema == schema)
+            .collect()
+    }
+
+    /// POSTs a JSON body to the sim's HTTP levers with `token`; the status and the JSON answer.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut req = reqwest::Client::new()
+            .post(format!("http://{}{path}", self.http_addr))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.json::<serde_json::Value>().await.unwrap_or_default(),
+        )
+    }
+
     pub fn invoice(&self, node: &str, amount_msat: u64) -> String {
         self.sim
             .create_invoice(

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod channel_actions;
 mod channels;
 mod conformance;
 mod crash;
@@ -10,5 +11,7 @@ mod fake_lnd;
 mod faults;
 mod harness;
 mod lnd;
+mod onchain;
 mod pay;
 mod postgres;
+mod receive;
