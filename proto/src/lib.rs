@@ -25,6 +25,12 @@ pub mod openagents {
             include!(concat!(env!("OUT_DIR"), "/openagents.hydra.v1.serde.rs"));
         }
     }
+    pub mod aegis {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/openagents.aegis.v1.rs"));
+            include!(concat!(env!("OUT_DIR"), "/openagents.aegis.v1.serde.rs"));
+        }
+    }
     pub mod treasury {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/openagents.treasury.v1.rs"));
@@ -50,6 +56,7 @@ pub mod routerrpc {
     include!(concat!(env!("OUT_DIR"), "/routerrpc.rs"));
 }
 
+pub use openagents::aegis::v1 as aegis;
 pub use openagents::common::v1 as common;
 pub use openagents::hydra::v1 as hydra;
 pub use openagents::ops::v1 as ops;

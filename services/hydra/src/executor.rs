@@ -4,12 +4,43 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use oa_auth::{SigningIdentity, grpc::BearerInterceptor};
+use oa_money::Msat;
 use oa_proto::wallet::{self, wallet_executor_client::WalletExecutorClient};
+use oa_receipts::Receipt;
 use oa_service::{ApiError, grpc_status_to_api_error};
 use tonic::{
     service::interceptor::InterceptedService,
     transport::{Channel, Endpoint},
 };
+
+/// The executor's payment receipt class.
+pub const EXECUTOR_SCHEMA: &str = "oa.wallet_executor.payment_receipt.v1";
+
+/// Verifies the executor's receipt for a payment Hydra asked for: signature, trusted key (an
+/// empty `trusted` list trusts the key the receipt names, after its signature verifies:
+/// development only), the class, and that it is about this payment (hash and amount).
+pub fn check_receipt(
+    trusted: &[String],
+    payment_hash: &str,
+    amount: Msat,
+    payment: &wallet::WalletPayment,
+    proto: &oa_proto::common::Receipt,
+) -> Result<Receipt, String> {
+    let receipt = oa_service::receipts::from_proto(proto)?;
+    receipt.verify().map_err(|e| e.to_string())?;
+    if !trusted.is_empty() && !trusted.contains(&receipt.issuer.key_id) {
+        return Err("signed by an untrusted key".into());
+    }
+    let body_is = |k: &str, v: &str| receipt.body.get(k).and_then(|x| x.as_str()) == Some(v);
+    if receipt.schema != EXECUTOR_SCHEMA
+        || !body_is("payment_hash", payment_hash)
+        || !body_is("amount_msat", &amount.as_u64().to_string())
+        || payment.payment_hash != payment_hash
+    {
+        return Err("receipt is not about this payment".into());
+    }
+    Ok(receipt)
+}
 
 /// Bound on one call to the executor; a pay call waits at most its own timeout plus this margin.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(40);

@@ -11,15 +11,25 @@ use oa_auth::{Authenticated, Verifier};
 use oa_proto::hydra;
 use oa_service::{ApiError, ProtoJson, Route, Scoped};
 
-use crate::liquidity::Liquidity;
+use crate::{credit::Credit, fx_desk::FxDesk, liquidity::Liquidity, risk::Risk, routing::Routing};
 
 pub const SCOPE_LIQUIDITY: &str = "hydra:liquidity";
+pub const SCOPE_CREDIT: &str = "hydra:credit";
+pub const SCOPE_ROUTING: &str = "hydra:routing";
+pub const SCOPE_FX: &str = "hydra:fx";
 pub const SCOPE_READ: &str = "hydra:read";
 oa_service::scope!(LiquidityScope, "hydra:liquidity");
+oa_service::scope!(CreditScope, "hydra:credit");
+oa_service::scope!(RoutingScope, "hydra:routing");
+oa_service::scope!(FxScope, "hydra:fx");
 
 #[derive(Clone)]
 pub struct HydraState {
     pub liquidity: Arc<Liquidity>,
+    pub credit: Arc<Credit>,
+    pub routing: Arc<Routing>,
+    pub fx: Arc<FxDesk>,
+    pub risk: Arc<Risk>,
     pub verifier: Arc<Verifier>,
 }
 
@@ -64,26 +74,77 @@ pub const ROUTES: [Route; 15] = [
         "/v1/liquidity/withdraw",
         "Withdraw, throttled by liabilities",
     ),
-    Route::not_supported("POST", "/v1/credit/intent", "Credit envelope intent"),
-    Route::not_supported("POST", "/v1/credit/offer", "Underwritten credit offer"),
-    Route::not_supported("POST", "/v1/credit/envelope", "Issue a credit envelope"),
-    Route::not_supported(
+    Route::built(
+        "POST",
+        "/v1/credit/intent",
+        "Ask for a credit envelope: agent, provider, scope, cap, expiry",
+        Some("openagents.hydra.v1.CreditIntentRequest"),
+        Some("openagents.hydra.v1.CreditIntentResponse"),
+        Some(SCOPE_CREDIT),
+    ),
+    Route::built(
+        "POST",
+        "/v1/credit/offer",
+        "Underwrite an intent from the agent's history: a cap and a fee, with a TTL",
+        Some("openagents.hydra.v1.CreditOfferRequest"),
+        Some("openagents.hydra.v1.CreditOfferResponse"),
+        Some(SCOPE_CREDIT),
+    ),
+    Route::built(
+        "POST",
+        "/v1/credit/envelope",
+        "Accept a live offer: reserve the cap from the pool and issue the envelope",
+        Some("openagents.hydra.v1.CreditEnvelopeRequest"),
+        Some("openagents.hydra.v1.CreditEnvelopeResponse"),
+        Some(SCOPE_CREDIT),
+    ),
+    Route::built(
         "POST",
         "/v1/credit/settle",
-        "Settle a credit envelope after verification",
+        "Settle an envelope after an Aegis verification: pay the provider, or default",
+        Some("openagents.hydra.v1.CreditSettleRequest"),
+        Some("openagents.hydra.v1.CreditSettleResponse"),
+        Some(SCOPE_CREDIT),
     ),
-    Route::not_supported("POST", "/v1/routing/score", "Rank rails and routes"),
-    Route::not_supported("POST", "/v1/fx/rfq", "FX quote"),
-    Route::not_supported("POST", "/v1/fx/settle", "FX settlement"),
-    Route::not_supported(
+    Route::built(
+        "POST",
+        "/v1/routing/score",
+        "Rank candidate routes and the envelope rail under a policy; a decision receipt",
+        Some("openagents.hydra.v1.RoutingScoreRequest"),
+        Some("openagents.hydra.v1.RoutingScoreResponse"),
+        Some(SCOPE_ROUTING),
+    ),
+    Route::built(
+        "POST",
+        "/v1/fx/rfq",
+        "Quote a conversion between BTC and a fiat currency, with a TTL",
+        Some("openagents.hydra.v1.FxRfqRequest"),
+        Some("openagents.hydra.v1.FxRfqResponse"),
+        Some(SCOPE_FX),
+    ),
+    Route::built(
+        "POST",
+        "/v1/fx/settle",
+        "Settle a live FX quote once: both legs in the ledger and a receipt",
+        Some("openagents.hydra.v1.FxSettleRequest"),
+        Some("openagents.hydra.v1.FxSettleResponse"),
+        Some(SCOPE_FX),
+    ),
+    Route::built(
         "POST",
         "/internal/v1/hydra/routing/score",
-        "Internal routing score",
+        "The routing score, on the internal path",
+        Some("openagents.hydra.v1.RoutingScoreRequest"),
+        Some("openagents.hydra.v1.RoutingScoreResponse"),
+        Some(SCOPE_ROUTING),
     ),
-    Route::not_supported(
+    Route::built(
         "GET",
         "/internal/v1/hydra/risk/health",
-        "Breakers and risk health",
+        "Breakers (state and why), what is halted, open exposure and the pool",
+        None,
+        Some("openagents.hydra.v1.RiskHealthResponse"),
+        Some(SCOPE_READ),
     ),
     Route::not_supported(
         "GET",
@@ -97,7 +158,106 @@ pub fn router(state: HydraState) -> Router {
         .route("/v1/liquidity/quote_pay", post(quote_pay))
         .route("/v1/liquidity/pay", post(pay))
         .route("/v1/liquidity/status", get(status))
+        .route("/v1/credit/intent", post(credit_intent))
+        .route("/v1/credit/offer", post(credit_offer))
+        .route("/v1/credit/envelope", post(credit_envelope))
+        .route("/v1/credit/settle", post(credit_settle))
+        .route("/v1/routing/score", post(routing_score))
+        .route("/internal/v1/hydra/routing/score", post(routing_score))
+        .route("/v1/fx/rfq", post(fx_rfq))
+        .route("/v1/fx/settle", post(fx_settle))
+        .route("/internal/v1/hydra/risk/health", get(risk_health))
         .with_state(state)
+}
+
+async fn risk_health(
+    State(s): State<HydraState>,
+    auth: Authenticated,
+) -> Result<Json<hydra::RiskHealthResponse>, ApiError> {
+    auth.require_scope(SCOPE_READ)?;
+    s.risk.health().await.map(Json).map_err(|e| e.to_api())
+}
+
+async fn fx_rfq(
+    State(s): State<HydraState>,
+    auth: Scoped<FxScope>,
+    ProtoJson(req): ProtoJson<hydra::FxRfqRequest>,
+) -> Result<Json<hydra::FxRfqResponse>, ApiError> {
+    s.fx.rfq(&auth.sub, req)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn fx_settle(
+    State(s): State<HydraState>,
+    auth: Scoped<FxScope>,
+    ProtoJson(req): ProtoJson<hydra::FxSettleRequest>,
+) -> Result<Json<hydra::FxSettleResponse>, ApiError> {
+    s.fx.settle(&auth.sub, req)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn routing_score(
+    State(s): State<HydraState>,
+    auth: Scoped<RoutingScope>,
+    ProtoJson(req): ProtoJson<hydra::RoutingScoreRequest>,
+) -> Result<Json<hydra::RoutingScoreResponse>, ApiError> {
+    s.routing
+        .score(&auth.sub, req)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn credit_intent(
+    State(s): State<HydraState>,
+    auth: Scoped<CreditScope>,
+    ProtoJson(req): ProtoJson<hydra::CreditIntentRequest>,
+) -> Result<Json<hydra::CreditIntentResponse>, ApiError> {
+    s.credit
+        .intent(&auth.sub, req)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn credit_offer(
+    State(s): State<HydraState>,
+    auth: Scoped<CreditScope>,
+    ProtoJson(req): ProtoJson<hydra::CreditOfferRequest>,
+) -> Result<Json<hydra::CreditOfferResponse>, ApiError> {
+    s.credit
+        .offer(&auth.sub, req)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn credit_envelope(
+    State(s): State<HydraState>,
+    auth: Scoped<CreditScope>,
+    ProtoJson(req): ProtoJson<hydra::CreditEnvelopeRequest>,
+) -> Result<Json<hydra::CreditEnvelopeResponse>, ApiError> {
+    s.credit
+        .accept(&auth.sub, req)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn credit_settle(
+    State(s): State<HydraState>,
+    auth: Scoped<CreditScope>,
+    ProtoJson(req): ProtoJson<hydra::CreditSettleRequest>,
+) -> Result<Json<hydra::CreditSettleResponse>, ApiError> {
+    s.credit
+        .settle(&auth.sub, req)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
 }
 
 async fn quote_pay(
@@ -131,5 +291,14 @@ async fn status(
     if !auth.has_scope(SCOPE_READ) && !auth.has_scope(SCOPE_LIQUIDITY) {
         return Err(oa_auth::AuthError::MissingScope(SCOPE_READ.into()).into());
     }
-    s.liquidity.status().await.map(Json).map_err(|e| e.to_api())
+    let mut resp = s.liquidity.status().await.map_err(|e| e.to_api())?;
+    let breakers = s.risk.breakers().await.map_err(|e| e.to_api())?;
+    resp.breaker_state = if breakers.iter().any(|b| b.state == "open") {
+        "open"
+    } else {
+        "closed"
+    }
+    .into();
+    resp.breakers = breakers;
+    Ok(Json(resp))
 }

@@ -26,18 +26,21 @@ use serde::Serialize;
 use crate::{
     error::HydraError,
     executor::Executor,
+    routing::Routing,
     store::{self, FAILED, OPEN, PAID, PAYING, QuoteRow},
 };
 
 pub const RECEIPT_SCHEMA: &str = "oa.hydra.invoice_pay_receipt.v1";
 /// The executor's receipt schema that an invoice-pay receipt links.
-pub const EXECUTOR_SCHEMA: &str = "oa.wallet_executor.payment_receipt.v1";
+pub const EXECUTOR_SCHEMA: &str = crate::executor::EXECUTOR_SCHEMA;
 /// Longest quote lifetime accepted in configuration.
 pub const MAX_QUOTE_TTL: Duration = Duration::from_secs(600);
 /// How long a pay call waits at the executor before answering that the payment is in flight.
 const PAY_WAIT_MS: u32 = 20_000;
 /// Quotes in `paying` re-driven per batch at start-up.
 const RECOVERY_BATCH: u32 = 500;
+/// The payment-outcome source of liquidity quotes.
+const OUTCOME_SOURCE: &str = "liquidity";
 /// Longest `payer_ref`.
 const MAX_PAYER_REF_LEN: usize = 128;
 
@@ -59,6 +62,8 @@ pub struct Liquidity {
     /// Trusted executor receipt key ids (hex); empty trusts the key the receipt names, after
     /// checking its signature (development).
     pub executor_keys: Vec<String>,
+    /// Learns from payment outcomes (see `routing`).
+    pub routing: Arc<Routing>,
     tracker: Arc<Tracker>,
 }
 
@@ -86,6 +91,7 @@ impl Liquidity {
         clock: Arc<dyn Clock>,
         config: LiquidityConfig,
         executor_keys: Vec<String>,
+        routing: Arc<Routing>,
     ) -> Self {
         Self {
             db,
@@ -94,6 +100,7 @@ impl Liquidity {
             clock,
             config,
             executor_keys,
+            routing,
             tracker: Arc::new(Tracker::new()),
         }
     }
@@ -331,27 +338,14 @@ impl Liquidity {
         payment: &wallet::WalletPayment,
         proto: &oa_proto::common::Receipt,
     ) -> Result<Receipt, HydraError> {
-        let receipt =
-            oa_service::receipts::from_proto(proto).map_err(HydraError::BadExecutorReceipt)?;
-        receipt
-            .verify()
-            .map_err(|e| HydraError::BadExecutorReceipt(e.to_string()))?;
-        if !self.executor_keys.is_empty() && !self.executor_keys.contains(&receipt.issuer.key_id) {
-            return Err(HydraError::BadExecutorReceipt(
-                "signed by an untrusted key".into(),
-            ));
-        }
-        let body_is = |k: &str, v: &str| receipt.body.get(k).and_then(|x| x.as_str()) == Some(v);
-        if receipt.schema != EXECUTOR_SCHEMA
-            || !body_is("payment_hash", &quote.payment_hash)
-            || !body_is("amount_msat", &quote.amount.as_u64().to_string())
-            || payment.payment_hash != quote.payment_hash
-        {
-            return Err(HydraError::BadExecutorReceipt(
-                "receipt is not about this quote's payment".into(),
-            ));
-        }
-        Ok(receipt)
+        crate::executor::check_receipt(
+            &self.executor_keys,
+            &quote.payment_hash,
+            quote.amount,
+            payment,
+            proto,
+        )
+        .map_err(HydraError::BadExecutorReceipt)
     }
 
     /// Records the terminal state, Hydra's receipt and the idempotent response, once.
@@ -387,6 +381,29 @@ impl Liquidity {
         {
             tx.rollback().await?;
             return Ok(());
+        }
+        // Only the network's answers count for the payment-failure breaker; a refusal by the
+        // executor's own caps sent nothing.
+        if executor_receipt.is_some() {
+            store::credit::record_payment_outcome(
+                &mut tx,
+                OUTCOME_SOURCE,
+                &quote.quote_id,
+                &quote.payment_hash,
+                state == PAID,
+                quote.amount,
+                now,
+            )
+            .await?;
+            self.routing
+                .learn(
+                    &mut tx,
+                    &quote.payment_hash,
+                    quote.amount,
+                    state == PAID,
+                    now,
+                )
+                .await?;
         }
         let body = InvoicePayBody {
             quote_id: &quote.quote_id,
@@ -491,8 +508,8 @@ impl Liquidity {
         let info = self.executor.info().await;
         let mut resp = hydra::LiquidityStatusResponse {
             executor_reachable: info.is_ok(),
-            // Breakers are not built in this version; the state says so rather than "closed".
-            breaker_state: "not_configured".into(),
+            // The HTTP route fills in the breakers (they are `risk`'s).
+            breaker_state: String::new(),
             open_quotes,
             ..Default::default()
         };

@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 
 use oa_money::Msat;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const PPM: u64 = 1_000_000;
 /// Most candidates one request may rank, and most hops per route.
@@ -63,7 +63,7 @@ impl Policy {
 }
 
 /// One hop of a Lightning route: a channel and its capacity.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hop {
     pub chan_id: u64,
     pub capacity: Msat,

@@ -1,4 +1,8 @@
-//! SQL for Hydra's quotes.
+//! SQL for Hydra's quotes; the submodules hold the SQL of the other concerns.
+
+pub mod credit;
+pub mod fx;
+pub mod routing;
 
 use oa_money::Msat;
 use oa_store::StoreError;
@@ -34,16 +38,24 @@ const COLUMNS: &str = "quote_id, payment_hash, invoice, amount_msat, fee_limit_m
     expires_at_ms, pay_idempotency_key, pay_idempotency_scope, fee_msat, preimage, failure_code, failure_reason, \
     executor_receipt, receipt_hash";
 
-fn i(v: u64) -> Result<i64, StoreError> {
+pub(crate) fn i(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt("integer overflow".into()))
 }
 
-fn u(v: i64) -> Result<u64, StoreError> {
+pub(crate) fn u(v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt("negative integer".into()))
 }
 
-fn msat(v: i64) -> Result<Msat, StoreError> {
+pub(crate) fn msat(v: i64) -> Result<Msat, StoreError> {
     Msat::from_i64(v).map_err(|e| StoreError::Corrupt(format!("amount: {e}")))
+}
+
+pub(crate) fn opt_u(v: Option<i64>) -> Result<Option<u64>, StoreError> {
+    v.map(u).transpose()
+}
+
+pub(crate) fn opt_msat(v: Option<i64>) -> Result<Option<Msat>, StoreError> {
+    v.map(msat).transpose()
 }
 
 fn decode(r: &AnyRow) -> Result<QuoteRow, StoreError> {

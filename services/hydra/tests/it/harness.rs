@@ -8,14 +8,25 @@ use oa_service::{Clock, ManualClock};
 use oa_testkit::DevKeyring;
 use tower::ServiceExt;
 
-use crate::fake::FakeExecutor;
+use crate::fake::{FakeAegis, FakeExecutor};
+
+/// Every scope of Hydra's API, for the default test token.
+pub const ALL_SCOPES: [&str; 5] = [
+    "hydra:liquidity",
+    "hydra:credit",
+    "hydra:routing",
+    "hydra:fx",
+    "hydra:read",
+];
 
 pub struct Hydra {
     pub _dir: tempfile::TempDir,
     pub ring: DevKeyring,
     pub router: Router,
     pub app_db: oa_store::Db,
+    pub app: std::sync::Arc<hydra::credit::Credit>,
     pub fake: FakeExecutor,
+    pub aegis: FakeAegis,
     pub clock: ManualClock,
     pub token: String,
 }
@@ -32,16 +43,37 @@ pub fn now_ms() -> u64 {
 
 impl Hydra {
     pub async fn start() -> Hydra {
+        Hydra::start_with(&[]).await
+    }
+
+    /// Hydra on SQLite with extra flags.
+    pub async fn start_with(args: &[&str]) -> Hydra {
+        Hydra::start_on(None, args).await
+    }
+
+    /// Hydra on `database_url` (a fresh SQLite file when `None`) with extra flags.
+    pub async fn start_on(database_url: Option<&str>, args: &[&str]) -> Hydra {
+        Hydra::try_start_on(database_url, args).await.unwrap()
+    }
+
+    /// Hydra on SQLite with extra flags, or why it refused to start.
+    pub async fn try_start_with(args: &[&str]) -> anyhow::Result<Hydra> {
+        Hydra::try_start_on(None, args).await
+    }
+
+    pub async fn try_start_on(database_url: Option<&str>, args: &[&str]) -> anyhow::Result<Hydra> {
         let dir = tempfile::tempdir().unwrap();
         let ring = DevKeyring::ensure(dir.path()).unwrap();
         let fake = FakeExecutor::new();
-        let config = hydra::Config::parse_from([
+        let aegis = FakeAegis::new();
+        let url = database_url.map_or_else(
+            || format!("sqlite://{}", dir.path().join("hydra.db").display()),
+            str::to_owned,
+        );
+        let mut flags = vec![
             "hydra".to_owned(),
             "--listen=127.0.0.1:0".into(),
-            format!(
-                "--database-url=sqlite://{}",
-                dir.path().join("hydra.db").display()
-            ),
+            format!("--database-url={url}"),
             format!(
                 "--receipt-key-file={}",
                 ring.receipt_key_file("hydra").display()
@@ -49,30 +81,128 @@ impl Hydra {
             format!("--trust-file={}", ring.trust_file().display()),
             "--executor-url=http://127.0.0.1:1".into(),
             format!("--executor-receipt-keys={}", fake.key_id()),
+            format!("--aegis-receipt-keys={}", aegis.key_id()),
             "--quote-ttl-secs=60".into(),
-        ]);
+            "--sweep-interval-ms=20".into(),
+        ];
+        flags.extend(args.iter().map(|a| (*a).to_owned()));
+        let config = hydra::Config::try_parse_from(flags)?;
         let clock = ManualClock::new(now_ms());
         let app = hydra::build(
             &config,
             Arc::new(clock.clone()) as Arc<dyn Clock>,
-            Some(Arc::new(fake.clone())),
+            hydra::Deps {
+                executor: Some(Arc::new(fake.clone())),
+                verifications: Some(Arc::new(aegis.clone())),
+            },
         )
-        .await
-        .unwrap();
+        .await?;
         let token = ring
             .identity("treasury")
             .unwrap()
-            .mint("hydra", &["hydra:liquidity"], Duration::from_secs(600))
+            .mint("hydra", &ALL_SCOPES, Duration::from_secs(600))
             .unwrap();
-        Hydra {
+        Ok(Hydra {
             _dir: dir,
             ring,
             router: app.http,
             app_db: app.db,
+            app: app.credit,
             fake,
+            aegis,
             clock,
             token,
-        }
+        })
+    }
+
+    pub fn clock_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// A token from treasury's identity with only `scopes`.
+    pub fn token_with(&self, scopes: &[&str]) -> String {
+        self.ring
+            .identity("treasury")
+            .unwrap()
+            .mint("hydra", scopes, Duration::from_secs(600))
+            .unwrap()
+    }
+
+    /// Debits equal credits per asset and no account crosses its limit.
+    pub async fn ledger_conserved(&self) {
+        let mut conn = self.app_db.pool().acquire().await.unwrap();
+        let violations = oa_ledger::check_invariants(&mut conn).await.unwrap();
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+
+    pub async fn account(&self, id: &str) -> oa_ledger::Balances {
+        let mut conn = self.app_db.pool().acquire().await.unwrap();
+        oa_ledger::get_account(&mut conn, id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no account {id}"))
+            .balances
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}"));
+        sqlx::query_scalar::<sqlx::Any, i64>(sql)
+            .fetch_one(self.app_db.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Receipts of one class in Hydra's log.
+    pub async fn receipts_of(&self, schema: &str) -> Vec<oa_receipts::Receipt> {
+        sqlx::query_scalar::<sqlx::Any, String>(
+            "SELECT json FROM receipts WHERE schema_name = $1 ORDER BY log_index",
+        )
+        .bind(schema)
+        .fetch_all(self.app_db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect()
+    }
+
+    /// Every receipt in Hydra's log, in order.
+    pub async fn all_receipts(&self) -> Vec<oa_receipts::Receipt> {
+        sqlx::query_scalar::<sqlx::Any, String>("SELECT json FROM receipts ORDER BY log_index")
+            .fetch_all(self.app_db.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| serde_json::from_str(j).unwrap())
+            .collect()
+    }
+
+    /// Verifies an export of Hydra's, the executor's and Aegis's logs with the offline auditor
+    /// (hashes, signatures, chains, links, the cross-service rules). `leave_out` drops one
+    /// issuer's receipts (to see the rules catch a missing link).
+    pub async fn audit(&self, leave_out: Option<&str>) -> oa_receipts::VerifyReport {
+        let mut receipts = self.all_receipts().await;
+        receipts.extend(self.fake.receipts());
+        receipts.extend(self.aegis.receipts());
+        receipts.retain(|r| Some(r.issuer.service.as_str()) != leave_out);
+        let mut keys: Vec<oa_receipts::Issuer> =
+            receipts.iter().map(|r| r.issuer.clone()).collect();
+        keys.sort_by(|a, b| (&a.service, &a.key_id).cmp(&(&b.service, &b.key_id)));
+        keys.dedup();
+        let mut out = Vec::new();
+        oa_receipts::write_export(&mut out, &keys, &receipts).unwrap();
+        oa_receipts::verify_export(std::io::BufReader::new(out.as_slice()))
+    }
+
+    /// An envelope's state as stored.
+    pub async fn envelope_state(&self, envelope_id: &str) -> String {
+        sqlx::query_scalar::<sqlx::Any, String>(
+            "SELECT state FROM hydra_envelopes WHERE envelope_id = $1",
+        )
+        .bind(envelope_id)
+        .fetch_one(self.app_db.pool())
+        .await
+        .unwrap()
     }
 
     pub async fn call(

@@ -20,16 +20,19 @@ fn receipt(v: &Value) -> oa_receipts::Receipt {
 
 #[tokio::test]
 async fn quotes_and_pays_once_with_linked_receipts() {
-    let h = Hydra::start().await;
+    quote_and_pay(&Hydra::start().await).await;
+}
+
+pub async fn quote_and_pay(h: &Hydra) {
     let inv = h.fake.invoice(200_000, Network::Regtest, HOUR);
-    let q = quote(&h, "q1", &inv, 20_000).await;
+    let q = quote(h, "q1", &inv, 20_000).await;
     assert_eq!(q["state"], "QUOTE_STATE_OPEN");
     assert_eq!(q["amount_msat"], "200000");
     // max(floor 10_000, 5000 ppm of 200_000 = 1_000) = 10_000, under the caller's max fee.
     assert_eq!(q["fee_limit_msat"], "10000");
     // The caller's max fee caps it.
     let capped = quote(
-        &h,
+        h,
         "q2",
         &h.fake.invoice(200_000, Network::Regtest, HOUR),
         700,
@@ -128,9 +131,12 @@ async fn an_expired_quote_is_refused_and_nothing_is_sent() {
 
 #[tokio::test]
 async fn concurrent_pays_of_one_quote_make_one_payment() {
-    let h = Hydra::start().await;
+    concurrent_pays(&Hydra::start().await).await;
+}
+
+pub async fn concurrent_pays(h: &Hydra) {
     let inv = h.fake.invoice(5_000, Network::Regtest, HOUR);
-    let q = quote(&h, "q1", &inv, 1_000).await;
+    let q = quote(h, "q1", &inv, 1_000).await;
     let qid = q["quote_id"].as_str().unwrap().to_owned();
     let mut tasks = Vec::new();
     for i in 0..64 {
@@ -163,13 +169,23 @@ async fn concurrent_pays_of_one_quote_make_one_payment() {
         "{statuses:?}"
     );
     assert_eq!(h.fake.total_sends(), 1);
-    let (_, paid) = h
-        .post(
-            "/v1/liquidity/pay",
-            json!({"idempotency_key": "p0", "quote_id": qid}),
-        )
-        .await;
-    assert_eq!(paid["quote"]["state"], "QUOTE_STATE_PAID");
+    // Exactly one key won the quote (which one depends on scheduling: on PostgreSQL any may);
+    // it replays the payment, and every other key is told the quote was used.
+    let mut winners = 0;
+    for k in 0..8 {
+        let (_, paid) = h
+            .post(
+                "/v1/liquidity/pay",
+                json!({"idempotency_key": format!("p{k}"), "quote_id": qid}),
+            )
+            .await;
+        if paid["quote"]["state"] == "QUOTE_STATE_PAID" {
+            winners += 1;
+        } else {
+            assert_eq!(paid["error"]["code"], "QUOTE_ALREADY_USED", "{paid}");
+        }
+    }
+    assert_eq!(winners, 1);
     assert_eq!(h.receipt_count().await, 1);
 }
 
@@ -329,12 +345,7 @@ async fn every_mutation_route_refuses_bad_tokens() {
 #[tokio::test]
 async fn unbuilt_routes_answer_not_supported_and_standard_routes_exist() {
     let h = Hydra::start().await;
-    for path in [
-        "/v1/credit/intent",
-        "/v1/credit/settle",
-        "/v1/routing/score",
-        "/v1/fx/rfq",
-    ] {
+    for path in ["/v1/liquidity/deposit", "/v1/liquidity/withdraw"] {
         let (status, err) = h.post(path, json!({})).await;
         assert_eq!(
             (status, err["error"]["code"].as_str()),
@@ -355,6 +366,46 @@ async fn unbuilt_routes_answer_not_supported_and_standard_routes_exist() {
     }
     let (_, doc) = h.call("GET", "/openapi.json", None, None).await;
     assert!(doc["paths"]["/v1/liquidity/quote_pay"]["post"].is_object());
+    for (path, method, schema) in [
+        (
+            "/v1/credit/intent",
+            "post",
+            "openagents.hydra.v1.CreditIntentRequest",
+        ),
+        (
+            "/v1/credit/settle",
+            "post",
+            "openagents.hydra.v1.CreditSettleRequest",
+        ),
+        (
+            "/v1/routing/score",
+            "post",
+            "openagents.hydra.v1.RoutingScoreRequest",
+        ),
+        (
+            "/v1/fx/settle",
+            "post",
+            "openagents.hydra.v1.FxSettleRequest",
+        ),
+        (
+            "/internal/v1/hydra/risk/health",
+            "get",
+            "openagents.hydra.v1.RiskHealthResponse",
+        ),
+    ] {
+        assert!(
+            doc["paths"][path][method]["responses"]["200"].is_object(),
+            "{path}"
+        );
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    let (status, err) = h
+        .call("GET", "/internal/v1/hydra/observability", None, None)
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("NOT_SUPPORTED"))
+    );
     let (status, err) = h.call("GET", "/v1/nope", None, None).await;
     assert_eq!(
         (status, err["error"]["code"].as_str()),

@@ -1,0 +1,357 @@
+//! Hydra's books in the ledger (`crates/ledger`): the credit pool, what agents draw on credit
+//! envelopes, credit fees, and the FX positions. Every function takes the caller's transaction,
+//! so ledger rows commit with the state change and the receipt they belong to.
+//!
+//! **Assets** (the ledger's `ledger` field): [`LEDGER_BTC`] = 1 holds millisatoshis; each fiat
+//! currency has its own ledger numbered by its ISO 4217 numeric code (USD 840, EUR 978, GBP 826,
+//! CHF 756, CAD 124, JPY 392) and holds amounts in the currency's minor units (cents, yen). The
+//! ledger's amount type is `Msat`, which here only carries the integer; money never moves
+//! between ledgers, so conservation holds per asset.
+//!
+//! **Accounts** (BTC ledger):
+//! - `funding`: where the pool's capital comes from (until deposits exist, the configured pool
+//!   size is moved from it at start-up).
+//! - `pool` (no overdraft, with history): the credit pool. An envelope's cap is reserved from it
+//!   by a pending transfer, so the pool can never promise more than it holds, under any
+//!   concurrency.
+//! - `agent:<agent_id>:credit`: what an agent drew on credit: posted credits are what Hydra paid
+//!   providers for it (amount + routing fee) plus credit fees; pending credits are its open
+//!   envelopes' caps (its exposure).
+//! - `credit_fees`: the counterpart of credit fees charged; its debits are the fees earned.
+//!
+//! **Envelope transfers** (ids derive from the envelope id, so every retry is idempotent):
+//! `env:<id>:reserve` (pending, pool -> agent, the cap, no ledger timeout: the envelope's own
+//! expiry sweeper voids it, and a settlement that started before the expiry must still be able
+//! to post after it), then either `env:<id>:post` (posts amount + routing fee; the rest returns to
+//! the pool) linked with `env:<id>:fee` (credit_fees -> agent, the credit fee), or
+//! `env:<id>:void`.
+//!
+//! **FX** (per asset): `fx:<CUR>` is Hydra's FX book and `agent:<agent_id>:fx:<CUR>` the agent's
+//! position; neither has a balance limit (fiat is funded outside the Lightning ledger). A
+//! settlement is a linked pair: the sold asset from the agent to the book, the bought asset from
+//! the book to the agent.
+
+use oa_ledger::{
+    Account, AccountFlags, NewAccount, NewTransfer, Outcome, TransferError, TransferResult,
+};
+use oa_money::Msat;
+use oa_store::StoreError;
+use sqlx::AnyConnection;
+
+use crate::error::HydraError;
+
+/// The bitcoin ledger (millisatoshis).
+pub const LEDGER_BTC: u32 = 1;
+
+const ACCOUNT_FUNDING: u16 = 1;
+const ACCOUNT_POOL: u16 = 2;
+const ACCOUNT_AGENT_CREDIT: u16 = 3;
+const ACCOUNT_CREDIT_FEES: u16 = 4;
+const ACCOUNT_FX_BOOK: u16 = 5;
+const ACCOUNT_AGENT_FX: u16 = 6;
+
+const TRANSFER_FUND: u16 = 1;
+const TRANSFER_DEFUND: u16 = 2;
+const TRANSFER_ENVELOPE: u16 = 3;
+const TRANSFER_CREDIT_FEE: u16 = 4;
+const TRANSFER_FX_SELL: u16 = 5;
+const TRANSFER_FX_BUY: u16 = 6;
+
+pub const FUNDING: &str = "funding";
+pub const POOL: &str = "pool";
+pub const CREDIT_FEES: &str = "credit_fees";
+
+/// The ledger of an asset: [`LEDGER_BTC`] or a fiat currency's ISO 4217 numeric code.
+pub fn ledger_of(currency: &str) -> Option<u32> {
+    Some(match currency {
+        crate::fx::BTC => LEDGER_BTC,
+        "USD" => 840,
+        "EUR" => 978,
+        "GBP" => 826,
+        "CHF" => 756,
+        "CAD" => 124,
+        "JPY" => 392,
+        _ => return None,
+    })
+}
+
+pub fn agent_credit_account(agent: &str) -> String {
+    format!("agent:{agent}:credit")
+}
+
+fn fx_book_account(currency: &str) -> String {
+    format!("fx:{currency}")
+}
+
+fn agent_fx_account(agent: &str, currency: &str) -> String {
+    format!("agent:{agent}:fx:{currency}")
+}
+
+pub fn reservation_id(envelope_id: &str) -> String {
+    format!("env:{envelope_id}:reserve")
+}
+
+fn ledger_err(e: impl std::fmt::Display) -> HydraError {
+    HydraError::Store(StoreError::Corrupt(format!("ledger: {e}")))
+}
+
+async fn ensure(
+    conn: &mut AnyConnection,
+    accounts: &[NewAccount],
+    now_ms: u64,
+) -> Result<(), HydraError> {
+    for r in oa_ledger::create_accounts(conn, accounts, now_ms)
+        .await
+        .map_err(ledger_err)?
+    {
+        r.map_err(ledger_err)?;
+    }
+    Ok(())
+}
+
+/// Creates Hydra's own accounts and moves the pool to `pool_size` (from or back to `funding`).
+/// The transfer id names the old and new size, so replicas starting together move it once.
+/// Shrinking below what is reserved or drawn is refused and logged; the pool keeps its size.
+pub async fn init(
+    conn: &mut AnyConnection,
+    pool_size: Msat,
+    now_ms: u64,
+) -> Result<(), HydraError> {
+    ensure(
+        conn,
+        &[
+            NewAccount::new(FUNDING, LEDGER_BTC, ACCOUNT_FUNDING),
+            NewAccount::new(POOL, LEDGER_BTC, ACCOUNT_POOL)
+                .with_flags(AccountFlags::no_overdraft().with_history()),
+            NewAccount::new(CREDIT_FEES, LEDGER_BTC, ACCOUNT_CREDIT_FEES),
+        ],
+        now_ms,
+    )
+    .await?;
+    let funding = account(conn, FUNDING).await?;
+    // `funding` only ever moves money to and from the pool, so its net debits are the pool size.
+    let current = funding
+        .balances
+        .debits_posted_msat
+        .checked_sub(funding.balances.credits_posted_msat)
+        .ok_or_else(|| ledger_err("funding account has more credits than debits"))?;
+    let current = Msat::new(current).map_err(ledger_err)?;
+    let id = format!("pool:size:{}:{}", current.as_u64(), pool_size.as_u64());
+    let transfer = if pool_size > current {
+        NewTransfer::single(
+            id,
+            FUNDING,
+            POOL,
+            pool_size.checked_sub(current).map_err(ledger_err)?,
+            LEDGER_BTC,
+            TRANSFER_FUND,
+        )
+    } else if pool_size < current {
+        NewTransfer::single(
+            id,
+            POOL,
+            FUNDING,
+            current.checked_sub(pool_size).map_err(ledger_err)?,
+            LEDGER_BTC,
+            TRANSFER_DEFUND,
+        )
+    } else {
+        return Ok(());
+    };
+    match oa_ledger::create_transfer(conn, &transfer, now_ms)
+        .await
+        .map_err(ledger_err)?
+    {
+        Ok(_) => Ok(()),
+        Err(TransferError::ExceedsCredits) => {
+            tracing::warn!(
+                current_msat = current.as_u64(),
+                wanted_msat = pool_size.as_u64(),
+                "the credit pool cannot shrink below what is reserved or drawn; keeping its size"
+            );
+            Ok(())
+        }
+        Err(e) => Err(ledger_err(e)),
+    }
+}
+
+async fn account(conn: &mut AnyConnection, id: &str) -> Result<Account, HydraError> {
+    oa_ledger::get_account(conn, id)
+        .await
+        .map_err(ledger_err)?
+        .ok_or_else(|| ledger_err(format!("account {id} is missing")))
+}
+
+/// The pool's balances.
+pub async fn pool(conn: &mut AnyConnection) -> Result<oa_ledger::Balances, HydraError> {
+    Ok(account(conn, POOL).await?.balances)
+}
+
+/// Why a reservation was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The pool has less available than the cap.
+    PoolExhausted,
+}
+
+/// Reserves an envelope's cap from the pool (pending transfer; the no-overdraft flag refuses it
+/// when the pool lacks room).
+pub async fn reserve_envelope(
+    conn: &mut AnyConnection,
+    agent: &str,
+    envelope_id: &str,
+    cap: Msat,
+    now_ms: u64,
+) -> Result<Result<(), Refusal>, HydraError> {
+    ensure(
+        conn,
+        &[NewAccount::new(
+            agent_credit_account(agent),
+            LEDGER_BTC,
+            ACCOUNT_AGENT_CREDIT,
+        )],
+        now_ms,
+    )
+    .await?;
+    let t = NewTransfer::pending(
+        reservation_id(envelope_id),
+        POOL,
+        agent_credit_account(agent),
+        cap,
+        LEDGER_BTC,
+        TRANSFER_ENVELOPE,
+        None,
+    );
+    match oa_ledger::create_transfer(conn, &t, now_ms)
+        .await
+        .map_err(ledger_err)?
+    {
+        Ok(_) => Ok(Ok(())),
+        Err(TransferError::ExceedsCredits) => Ok(Err(Refusal::PoolExhausted)),
+        Err(e) => Err(ledger_err(e)),
+    }
+}
+
+fn expect_ok(r: TransferResult) -> Result<(), HydraError> {
+    match r {
+        Ok(Outcome::Created(_) | Outcome::Exists(_)) => Ok(()),
+        Err(e) => Err(ledger_err(e)),
+    }
+}
+
+/// Settles an envelope: posts `used` (amount + routing fee, at most the cap; the rest returns to
+/// the pool) and, linked with it, charges the credit fee to the agent.
+pub async fn settle_envelope(
+    conn: &mut AnyConnection,
+    agent: &str,
+    envelope_id: &str,
+    used: Msat,
+    credit_fee: Msat,
+    now_ms: u64,
+) -> Result<(), HydraError> {
+    let post = NewTransfer::post(
+        format!("env:{envelope_id}:post"),
+        reservation_id(envelope_id),
+        Some(used),
+    );
+    let mut batch = Vec::with_capacity(2);
+    if credit_fee.is_zero() {
+        batch.push(post);
+    } else {
+        batch.push(post.linked());
+        batch.push(NewTransfer::single(
+            format!("env:{envelope_id}:fee"),
+            CREDIT_FEES,
+            agent_credit_account(agent),
+            credit_fee,
+            LEDGER_BTC,
+            TRANSFER_CREDIT_FEE,
+        ));
+    }
+    for r in oa_ledger::create_transfers(conn, &batch, now_ms)
+        .await
+        .map_err(ledger_err)?
+    {
+        expect_ok(r)?;
+    }
+    Ok(())
+}
+
+/// Releases an envelope's reservation in full (default or expiry).
+pub async fn release_envelope(
+    conn: &mut AnyConnection,
+    envelope_id: &str,
+    now_ms: u64,
+) -> Result<(), HydraError> {
+    let t = NewTransfer::void(
+        format!("env:{envelope_id}:void"),
+        reservation_id(envelope_id),
+    );
+    expect_ok(
+        oa_ledger::create_transfer(conn, &t, now_ms)
+            .await
+            .map_err(ledger_err)?,
+    )
+}
+
+/// One leg of an FX settlement: an asset's ledger and the integer amount in its smallest unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leg<'a> {
+    pub currency: &'a str,
+    pub ledger: u32,
+    pub amount: Msat,
+}
+
+/// Settles an FX quote: `sold` from the agent to Hydra's book, `bought` from the book to the
+/// agent, as one linked chain. Returns the two transfer ids.
+pub async fn settle_fx(
+    conn: &mut AnyConnection,
+    agent: &str,
+    fx_quote_id: &str,
+    sold: Leg<'_>,
+    bought: Leg<'_>,
+    now_ms: u64,
+) -> Result<(String, String), HydraError> {
+    let mut accounts = Vec::with_capacity(4);
+    for leg in [sold, bought] {
+        accounts.push(NewAccount::new(
+            fx_book_account(leg.currency),
+            leg.ledger,
+            ACCOUNT_FX_BOOK,
+        ));
+        accounts.push(NewAccount::new(
+            agent_fx_account(agent, leg.currency),
+            leg.ledger,
+            ACCOUNT_AGENT_FX,
+        ));
+    }
+    ensure(conn, &accounts, now_ms).await?;
+    let sell_id = format!("fx:{fx_quote_id}:sell");
+    let buy_id = format!("fx:{fx_quote_id}:buy");
+    let batch = [
+        NewTransfer::single(
+            sell_id.clone(),
+            agent_fx_account(agent, sold.currency),
+            fx_book_account(sold.currency),
+            sold.amount,
+            sold.ledger,
+            TRANSFER_FX_SELL,
+        )
+        .linked(),
+        NewTransfer::single(
+            buy_id.clone(),
+            fx_book_account(bought.currency),
+            agent_fx_account(agent, bought.currency),
+            bought.amount,
+            bought.ledger,
+            TRANSFER_FX_BUY,
+        ),
+    ];
+    for r in oa_ledger::create_transfers(conn, &batch, now_ms)
+        .await
+        .map_err(ledger_err)?
+    {
+        expect_ok(r)?;
+    }
+    Ok((sell_id, buy_id))
+}
