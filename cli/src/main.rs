@@ -78,7 +78,8 @@ enum OpsCommand {
         json: bool,
     },
     /// Ask a running lightning-ops to execute its plan (policy changes, rate-limited per channel;
-    /// what is not executable yet is listed with its reason). Needs the ops:apply scope.
+    /// rebalances within the daily budget; channel opens and closes; what is deferred, pending or
+    /// skipped is listed with its reason). Needs the ops:apply scope.
     Apply {
         #[arg(long, default_value = ".oa")]
         data_dir: PathBuf,
@@ -296,7 +297,9 @@ async fn ops_apply(
             if r.status == "deferred" {
                 line.push_str(&format!(" (not before {} ms)", r.not_before_ms));
             }
-            if !r.reason.is_empty() && r.status != "deferred" {
+            // A policy change's deferral is the rate limit, said by its time; any other (a
+            // rebalance over budget, a retry after a failure) needs its reason.
+            if !r.reason.is_empty() && (r.status != "deferred" || r.action != "set_policy") {
                 line.push_str(&format!(" [{}]", r.reason));
             }
             if !r.receipt_hash.is_empty() {

@@ -46,6 +46,14 @@ pub const AEGIS_VERIFICATION: &str = "oa.aegis.verification_receipt.v1";
 pub const OPS_CHANNEL_ACTION: &str = "oa.ops.channel_action_receipt.v1";
 /// The wallet-executor's receipt for a channel policy change.
 pub const EXECUTOR_CHANNEL_POLICY: &str = "oa.wallet_executor.channel_policy_receipt.v1";
+/// lightning-ops's receipts for a rebalance, a channel open and a channel close it executed
+/// through the executor.
+pub const OPS_REBALANCE: &str = "oa.ops.rebalance_receipt.v1";
+pub const OPS_CHANNEL_OPEN: &str = "oa.ops.channel_open_receipt.v1";
+pub const OPS_CHANNEL_CLOSE: &str = "oa.ops.channel_close_receipt.v1";
+/// The wallet-executor's receipts for a channel open or close, and for a rebalance.
+pub const EXECUTOR_CHANNEL_ACTION: &str = "oa.wallet_executor.channel_action_receipt.v1";
+pub const EXECUTOR_REBALANCE: &str = "oa.wallet_executor.rebalance_receipt.v1";
 
 /// Every cross-service rule the auditor enforces.
 pub const LINK_RULES: &[LinkRule] = &[
@@ -149,6 +157,58 @@ pub const LINK_RULES: &[LinkRule] = &[
             ("min_htlc_msat", "min_htlc_msat"),
             ("max_htlc_msat", "max_htlc_msat"),
             ("time_lock_delta", "time_lock_delta"),
+            ("inbound_base_fee_msat", "inbound_base_fee_msat"),
+            ("inbound_fee_rate_ppm", "inbound_fee_rate_ppm"),
+        ],
+        equal_totals: &[],
+    },
+    // lightning-ops rebalances through the executor: the executor's receipt is for the same
+    // channels, payment, outcome, amount, fee and fee limit (the fee lightning-ops charges to
+    // the channel the liquidity came in over is the one the executor paid).
+    LinkRule {
+        from: OPS_REBALANCE,
+        to: EXECUTOR_REBALANCE,
+        required_when: ("action", &["rebalance"]),
+        hash_field: Some("executor_receipt"),
+        equal: &[
+            ("out_chan_id", "out_chan_id"),
+            ("in_chan_id", "in_chan_id"),
+            ("payment_hash", "payment_hash"),
+            ("status", "status"),
+            ("amount_msat", "amount_msat"),
+            ("fee_msat", "fee_msat"),
+            ("fee_limit_msat", "fee_limit_msat"),
+        ],
+        equal_totals: &[(&["amount_msat", "fee_msat"], &["amount_msat", "fee_msat"])],
+    },
+    // lightning-ops opens a channel through the executor: the executor's receipt is an open to
+    // the same peer, with the same funding, nothing pushed, and the same funding output.
+    LinkRule {
+        from: OPS_CHANNEL_OPEN,
+        to: EXECUTOR_CHANNEL_ACTION,
+        required_when: ("action", &["open"]),
+        hash_field: Some("executor_receipt"),
+        equal: &[
+            ("action", "action"),
+            ("remote_pubkey", "remote_pubkey"),
+            ("local_funding_msat", "local_funding_msat"),
+            ("push_msat", "push_msat"),
+            ("funding_txid", "funding_txid"),
+            ("funding_output_index", "funding_output_index"),
+        ],
+        equal_totals: &[],
+    },
+    // lightning-ops closes a channel through the executor: the executor's receipt is a close of
+    // the same channel with the same closing transaction.
+    LinkRule {
+        from: OPS_CHANNEL_CLOSE,
+        to: EXECUTOR_CHANNEL_ACTION,
+        required_when: ("action", &["close"]),
+        hash_field: Some("executor_receipt"),
+        equal: &[
+            ("action", "action"),
+            ("chan_id", "chan_id"),
+            ("closing_txid", "closing_txid"),
         ],
         equal_totals: &[],
     },

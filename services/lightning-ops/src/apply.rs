@@ -1,30 +1,46 @@
 //! `apply`: executes the current plan through the wallet-executor.
 //!
-//! Each run first re-drives actions an earlier run left pending, then observes the node, plans,
-//! and handles each planned action:
+//! Each run first re-drives actions an earlier run left pending, then observes the node, plans
+//! (with what is under way, [`crate::plan::Known`]), and handles each planned action:
 //!
-//! - `set_policy` is executed with `UpdateChannelPolicy`, unless the channel's last change
-//!   finished less than `min_update_interval` ago: then it is *deferred*, stored in
-//!   `ops_deferred` with `not_before_ms`, and executed by the first apply or reconcile tick at or
-//!   after that time (with the policy desired then). A deferral whose channel already matches the
-//!   policy when it comes due (or is gone) ends `satisfied`; none is dropped unseen.
-//! - `rebalance`, `open` and `close` answer `not_supported` until the custody channel can execute
-//!   them (each will be one arm of [`Ops::execute`]); health flags are `skipped`.
+//! - `set_policy` is executed with `UpdateChannelPolicy` (inbound fees included), unless the
+//!   channel's last policy change finished less than `min_update_interval` ago: then it is
+//!   *deferred*, stored in `ops_deferred` with `not_before_ms`, and executed by the first apply or
+//!   reconcile tick at or after that time (with the policy desired then). A deferral whose channel
+//!   already matches the policy when it comes due (or is gone) ends `satisfied`; none is dropped
+//!   unseen.
+//! - `rebalance` is executed with `Rebalance` within the policy's `[rebalance]` budget
+//!   (`rebalance.rs`): its fee limit must fit in what the UTC day's rebalances left of
+//!   `budget_msat_per_day`, else it is *deferred* to the next UTC day (`BUDGET_EXHAUSTED`, not
+//!   stored: the next day's plan decides afresh). Its cost is recorded for the P&L with its receipt.
+//! - `open` and `close` are executed with `OpenChannel` and `CloseChannel` (`lifecycle.rs`).
+//! - A rebalance, open or close that the executor refused is tried again (re-planned, new key)
+//!   no sooner than `min_update_interval` after it failed: deferred until then.
+//! - Health flags, and rebalances without a counterpart or a budget, are `skipped`.
 //!
-//! Idempotency, end to end. An action's executor idempotency key is derived from the channel,
-//! the desired policy and the channel's *generation* (how many of its changes finished before):
-//! `ops-policy-<chan_id>-<generation>-<digest>`. The same plan retried gets the same key, so the
-//! executor changes the node once; a later change back to an earlier policy (a rollback) gets a
-//! new generation, hence a new key, so the executor does not replay the old answer. The action
-//! row is committed `pending` before the executor is called; if the process dies after the
-//! executor acted, the next run re-drives it with the same key, the executor replays its answer
-//! and receipt, and the action finishes then. Once the node matches the policy the plan is empty,
-//! so applying the same policy again changes nothing.
+//! Idempotency, end to end. An action's executor idempotency key is derived from what it acts on,
+//! what it asks and the *generation* (how many actions of its kind on the same channel, or peer
+//! for an open, finished before): `ops-policy-<chan_id>-<generation>-<digest>`,
+//! `ops-rebalance-<chan_id>-...`, `ops-open-<peer>-...`, `ops-close-<chan_id>-...`. The same plan
+//! retried gets the same key, so the executor acts once; a later change back to an earlier policy
+//! (a rollback) or a second rebalance gets a new generation, hence a new key, so the executor does
+//! not replay the old answer. The action row is committed `pending` before the executor is
+//! called; if the process dies after the executor acted, the next run re-drives it with the same
+//! key, the executor replays its answer and receipt, and the action finishes then. Once the node
+//! matches the policy the plan is empty, so applying the same policy again changes nothing.
+//!
+//! An action the executor has not finished stays `pending` (result status `pending`): a rebalance
+//! in flight (the executor tracks it; the next run asks again and gets its end), or an open or
+//! rebalance *in doubt* (`IDEMPOTENCY_IN_PROGRESS`: the executor stopped while asking the node and
+//! will not ask again, lest it open twice or pay twice). An operator settles those (runbook).
 //!
 //! Each executed action commits, in one transaction: the action's terminal state, the closing of
-//! its deferral, a journal event (`ops.actions`) and lightning-ops's receipt
-//! (`oa.ops.channel_action_receipt.v1`), which links the executor's
-//! `channel_policy_receipt` (verified first: signature, trusted key, same channel and policy).
+//! its deferral, a journal event (`ops.actions`), for a rebalance its cost
+//! ([`crate::report::record_rebalance_in`]), and lightning-ops's receipt, which links the
+//! executor's receipt (verified first: signature, trusted key, same channel and request):
+//! `oa.ops.channel_action_receipt.v1` (policy change) links `channel_policy_receipt`,
+//! `oa.ops.rebalance_receipt.v1` links `rebalance_receipt`, `oa.ops.channel_open_receipt.v1` and
+//! `oa.ops.channel_close_receipt.v1` link `channel_action_receipt`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -38,30 +54,43 @@ use oa_store::{
     journal,
 };
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::{
     error::OpsError,
     ops::Ops,
     plan::{self, Action, Fees},
-    store::{self, ActionRow},
+    report,
+    store::{self, ActionRow, Subject},
 };
 
-/// Schema of lightning-ops's receipt for an executed channel action.
+/// Schema of lightning-ops's receipt for an executed policy change.
 pub const ACTION_RECEIPT_SCHEMA: &str = "oa.ops.channel_action_receipt.v1";
 /// Schema of the executor's receipt for a policy change, which ours links.
 pub const EXECUTOR_POLICY_SCHEMA: &str = "oa.wallet_executor.channel_policy_receipt.v1";
 /// Journal topic of executed, deferred and failed actions.
 pub const ACTIONS_TOPIC: &str = "ops.actions";
+/// The executor's code for a key whose first request has not finished (for an open or a
+/// rebalance: its outcome is unknown, and the executor will not ask the node again).
+pub const IN_PROGRESS: &str = "IDEMPOTENCY_IN_PROGRESS";
 
 /// Statuses of an [`ops::ActionResult`].
 pub mod status {
     pub const APPLIED: &str = "applied";
     pub const DEFERRED: &str = "deferred";
     pub const PLANNED: &str = "planned";
+    pub const PENDING: &str = "pending";
     pub const NOT_SUPPORTED: &str = "not_supported";
     pub const SKIPPED: &str = "skipped";
     pub const FAILED: &str = "failed";
+}
+
+/// Serializes a signed integer as a decimal string (receipts hold no JSON numbers).
+pub(crate) fn signed_string<S: serde::Serializer, T: std::fmt::Display>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 #[derive(Serialize)]
@@ -80,24 +109,44 @@ struct ActionReceiptBody<'a> {
     max_htlc_msat: Msat,
     #[serde(with = "oa_receipts::u64_string")]
     time_lock_delta: u64,
+    /// Signed (a negative inbound fee is a discount), named as in the executor's receipt.
+    #[serde(serialize_with = "signed_string")]
+    inbound_base_fee_msat: i64,
+    #[serde(serialize_with = "signed_string")]
+    inbound_fee_rate_ppm: i32,
     previous_base_fee_msat: Msat,
     #[serde(with = "oa_receipts::u64_string")]
     previous_fee_rate_ppm: u64,
+    #[serde(serialize_with = "signed_string")]
+    previous_inbound_base_fee_msat: i64,
+    #[serde(serialize_with = "signed_string")]
+    previous_inbound_fee_rate_ppm: i32,
     /// Hash of the executor's `channel_policy_receipt` (also in `links`).
     executor_receipt: String,
+}
+
+/// An executor idempotency key: `ops-<kind>-<subject>-<generation>-<digest>`, deterministic in
+/// what is acted on, how many actions of the kind on it finished before, and what is asked.
+pub(crate) fn key_for(
+    kind: &str,
+    subject: &str,
+    generation: u64,
+    asked: &impl Serialize,
+) -> Result<String, OpsError> {
+    let digest = idempotency::fingerprint(asked)?;
+    Ok(format!(
+        "ops-{kind}-{subject}-{generation}-{}",
+        digest.get(..16).unwrap_or(&digest)
+    ))
 }
 
 /// The executor idempotency key of a policy change: deterministic in the channel, its
 /// generation (finished changes before this one) and the desired policy.
 pub fn action_key(chan_id: u64, generation: u64, to: &Fees) -> Result<String, OpsError> {
-    let digest = idempotency::fingerprint(to)?;
-    Ok(format!(
-        "ops-policy-{chan_id}-{generation}-{}",
-        digest.get(..16).unwrap_or(&digest)
-    ))
+    key_for("policy", &chan_id.to_string(), generation, to)
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> OpsError {
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> OpsError {
     OpsError::Store(StoreError::Corrupt(format!("{what}: {e}")))
 }
 
@@ -109,21 +158,10 @@ fn is_transient(e: &ApiError) -> bool {
         || matches!(e.status.as_u16(), 401 | 403 | 408 | 409 | 429)
 }
 
-fn kind_and_channel(a: &Action) -> (&'static str, String) {
-    match a {
-        Action::SetPolicy { channel_id, .. } => ("set_policy", channel_id.clone()),
-        Action::Rebalance { channel_id, .. } => ("rebalance", channel_id.clone()),
-        Action::Open { .. } => ("open", String::new()),
-        Action::Close { channel_id, .. } => ("close", channel_id.clone()),
-        Action::Flag { channel_id, .. } => ("flag", channel_id.clone()),
-    }
-}
-
-fn result(a: &Action, status: &str, reason: impl Into<String>) -> ops::ActionResult {
-    let (action, channel_id) = kind_and_channel(a);
+pub(crate) fn result(a: &Action, status: &str, reason: impl Into<String>) -> ops::ActionResult {
     ops::ActionResult {
-        action: action.into(),
-        channel_id,
+        action: a.kind().into(),
+        channel_id: a.channel_id().to_owned(),
         description: a.to_string(),
         status: status.into(),
         reason: reason.into(),
@@ -131,7 +169,17 @@ fn result(a: &Action, status: &str, reason: impl Into<String>) -> ops::ActionRes
     }
 }
 
-fn row_result(row: &ActionRow, status: &str, reason: impl Into<String>) -> ops::ActionResult {
+pub(crate) fn deferred(a: &Action, not_before_ms: u64, reason: String) -> ops::ActionResult {
+    let mut r = result(a, status::DEFERRED, reason);
+    r.not_before_ms = not_before_ms;
+    r
+}
+
+pub(crate) fn row_result(
+    row: &ActionRow,
+    status: &str,
+    reason: impl Into<String>,
+) -> ops::ActionResult {
     ops::ActionResult {
         action: row.kind.clone(),
         channel_id: row.channel_id.clone(),
@@ -148,6 +196,48 @@ fn row_result(row: &ActionRow, status: &str, reason: impl Into<String>) -> ops::
 
 fn api_reason(e: &ApiError) -> String {
     format!("{}: {}", e.code, e.message)
+}
+
+/// The prefix of an action kind's journal events (`policy_applied`, `rebalance_failed`, ...).
+fn event_prefix(kind: &str) -> &str {
+    if kind == store::SET_POLICY {
+        "policy"
+    } else {
+        kind
+    }
+}
+
+/// What the operator is told about an open or rebalance in doubt.
+fn in_doubt_reason(row: &ActionRow) -> String {
+    let what = if row.kind == store::OPEN {
+        "opened this channel; the open intent is not proposed again while the action is pending"
+    } else {
+        "sent this rebalance; its fee limit stays counted against the day's budget and its channels \
+         get no other rebalance while the action is pending"
+    };
+    format!(
+        "{IN_PROGRESS}: the executor does not know whether the node {what}. The executor will not \
+         ask the node again under this key: settle it at the executor (runbook lightning-ops, \
+         section 6); every apply asks again with the same key until it ends"
+    )
+}
+
+/// How an executed action ends, for [`Ops::finish_receipted`].
+pub(crate) struct Finish {
+    /// `applied`, or `failed` (with `error_code`) for a rebalance the node could not make.
+    pub row_status: &'static str,
+    pub error_code: Option<String>,
+    /// What the result says (`applied` or `failed`) and why.
+    pub result_status: &'static str,
+    pub reason: String,
+    pub event: &'static str,
+    pub event_body: Value,
+    pub schema: &'static str,
+    pub body: Map<String, Value>,
+    /// A rebalance's fee, and (when it succeeded) its move, recorded for the P&L:
+    /// `(out_chan_id, in_chan_id, amount)`.
+    pub fee_msat: Option<Msat>,
+    pub moved: Option<(u64, u64, Msat)>,
 }
 
 impl Ops {
@@ -218,39 +308,52 @@ impl Ops {
     async fn apply_locked(&self, dry_run: bool) -> Result<Vec<ops::ActionResult>, OpsError> {
         let policy = self.policy()?.clone();
         let mut results = Vec::new();
-        // Channels whose earlier change is still unconfirmed: nothing new is planned for them
-        // until it is.
+        // Channels whose earlier policy change is still unconfirmed: no new one is planned for
+        // them until it is. (Unfinished rebalances, opens and closes are in the plan's `Known`.)
         let mut blocked = BTreeSet::new();
-        if !dry_run {
-            let pending = store::pending_actions(&mut *self.conn().await?).await?;
-            for row in pending {
-                let r = self.drive(&row).await;
-                if r.status != status::APPLIED {
-                    blocked.insert(row.chan_id);
-                }
-                results.push(r);
+        let pending = store::pending_actions(&mut *self.conn().await?).await?;
+        for row in pending {
+            let r = if dry_run {
+                row_result(
+                    &row,
+                    status::PENDING,
+                    "left unfinished by an earlier run: the next apply asks the executor again with the same key",
+                )
+            } else {
+                self.drive(&row).await
+            };
+            if row.kind == store::SET_POLICY && r.status != status::APPLIED {
+                blocked.insert(row.chan_id);
             }
+            results.push(r);
         }
         let observed = self.observe().await?;
+        let known = self.known(&policy).await?;
         let by_id: HashMap<String, u64> = observed
             .iter()
             .map(|c| (plan::channel_id(c.chan_id), c.chan_id))
             .collect();
-        let actions = plan::plan(&policy, &observed);
+        let actions = plan::plan_with(&policy, &observed, &known);
         let now = self.clock.now_ms();
         let mut changing = BTreeSet::new();
         for a in &actions {
-            if let Action::SetPolicy { channel_id, .. } = a
-                && let Some(&chan_id) = by_id.get(channel_id)
-            {
+            let chan_id = by_id.get(a.channel_id()).copied().unwrap_or(0);
+            if let Action::SetPolicy { .. } = a {
                 changing.insert(chan_id);
                 if blocked.contains(&chan_id) {
                     continue;
                 }
-                results.push(self.execute(a, chan_id, now, dry_run).await);
-            } else {
-                results.push(self.execute(a, 0, now, dry_run).await);
             }
+            let r = match a {
+                Action::SetPolicy { .. } => self.set_policy(a, chan_id, now, dry_run).await,
+                Action::Rebalance { .. } => self.rebalance(a, chan_id, now, dry_run, &policy).await,
+                Action::Open { .. } => self.open(a, now, dry_run).await,
+                Action::Close { .. } => self.close(a, chan_id, now, dry_run).await,
+                Action::Flag { flag, .. } => {
+                    Ok(result(a, status::SKIPPED, format!("health flag {flag}")))
+                }
+            };
+            results.push(r.unwrap_or_else(|e| result(a, status::FAILED, api_reason(&e.to_api()))));
         }
         if !dry_run {
             self.close_satisfied(&changing, &blocked, now).await?;
@@ -258,38 +361,56 @@ impl Ops {
         Ok(results)
     }
 
-    /// One planned action. This is where actions become executable: open, close and rebalance
-    /// (with its cost recorded by [`crate::report::record_rebalance_in`]) join `set_policy` here
-    /// once the custody channel has their RPCs.
-    async fn execute(
+    /// The time before which a new action of `kind` on `subject` waits after one failed, if
+    /// that is after `now`.
+    pub(crate) async fn retry_wait(
         &self,
-        a: &Action,
-        chan_id: u64,
+        kind: &str,
+        subject: Subject<'_>,
         now: u64,
-        dry_run: bool,
-    ) -> ops::ActionResult {
-        match a {
-            Action::SetPolicy { .. } => match self.set_policy(a, chan_id, now, dry_run).await {
-                Ok(r) => r,
-                Err(e) => result(a, status::FAILED, api_reason(&e.to_api())),
-            },
-            Action::Rebalance { .. } => result(
-                a,
-                status::NOT_SUPPORTED,
-                "rebalancing is not executable yet: the wallet-executor's custody channel has no rebalance RPC",
-            ),
-            Action::Open { .. } => result(
-                a,
-                status::NOT_SUPPORTED,
-                "opening channels is not executable yet: the wallet-executor's custody channel has no open RPC",
-            ),
-            Action::Close { .. } => result(
-                a,
-                status::NOT_SUPPORTED,
-                "closing channels is not executable yet: the wallet-executor's custody channel has no close RPC",
-            ),
-            Action::Flag { flag, .. } => result(a, status::SKIPPED, format!("health flag {flag}")),
+    ) -> Result<(store::History, Option<u64>), OpsError> {
+        let history = store::history(&mut *self.conn().await?, kind, subject).await?;
+        let interval_ms = self.interval_ms();
+        let not_before = history
+            .last_failed_ms
+            .map(|t| t.saturating_add(interval_ms))
+            .filter(|t| now < *t);
+        Ok((history, not_before))
+    }
+
+    pub(crate) fn interval_ms(&self) -> u64 {
+        u64::try_from(self.settings.min_update_interval.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Records a new action `pending` (before the executor is asked) and drives it; if its key
+    /// is recorded already (planned again before it finished), drives that row instead.
+    pub(crate) async fn record_and_drive(
+        &self,
+        row: ActionRow,
+    ) -> Result<ops::ActionResult, OpsError> {
+        let mut tx = self.db.begin().await?;
+        let inserted = store::insert_action(&mut tx, &row).await?;
+        tx.commit().await?;
+        self.drive_recorded(row, inserted).await
+    }
+
+    /// Drives `row` just inserted (or, when `inserted` is false, the row already under its key).
+    pub(crate) async fn drive_recorded(
+        &self,
+        row: ActionRow,
+        inserted: bool,
+    ) -> Result<ops::ActionResult, OpsError> {
+        let row = if inserted {
+            row
+        } else {
+            store::action_by_key(&mut *self.conn().await?, &row.idempotency_key)
+                .await?
+                .ok_or_else(|| corrupt("ops_actions", "a conflicting key has no row"))?
+        };
+        if row.status != store::PENDING {
+            return Ok(row_result(&row, &row.status, "already finished"));
         }
+        Ok(self.drive(&row).await)
     }
 
     async fn set_policy(
@@ -309,10 +430,15 @@ impl Ops {
             return Err(corrupt("set_policy", "not a set_policy action"));
         };
         let desired = serde_json::to_string(to).map_err(|e| corrupt("fees", e))?;
-        let (generation, last) = store::finished_history(&mut *self.conn().await?, chan_id).await?;
-        let interval_ms =
-            u64::try_from(self.settings.min_update_interval.as_millis()).unwrap_or(u64::MAX);
-        if let Some(not_before) = last.map(|l| l.saturating_add(interval_ms))
+        let history = store::history(
+            &mut *self.conn().await?,
+            store::SET_POLICY,
+            Subject::Channel(chan_id),
+        )
+        .await?;
+        if let Some(not_before) = history
+            .last_finished_ms
+            .map(|l| l.saturating_add(self.interval_ms()))
             && now < not_before
         {
             if !dry_run {
@@ -340,24 +466,22 @@ impl Ops {
                 }
                 tx.commit().await?;
             }
-            let mut r = result(
+            return Ok(deferred(
                 a,
-                status::DEFERRED,
+                not_before,
                 format!(
                     "the channel's policy last changed less than {} s ago",
                     self.settings.min_update_interval.as_secs()
                 ),
-            );
-            r.not_before_ms = not_before;
-            return Ok(r);
+            ));
         }
         if dry_run {
             return Ok(result(a, status::PLANNED, ""));
         }
-        let row = ActionRow {
-            action_id: format!("act_{}", uuid::Uuid::now_v7().simple()),
-            idempotency_key: action_key(chan_id, generation, to)?,
-            kind: "set_policy".into(),
+        self.record_and_drive(ActionRow {
+            action_id: new_action_id(),
+            idempotency_key: action_key(chan_id, history.finished, to)?,
+            kind: store::SET_POLICY.into(),
             chan_id,
             channel_id: channel_id.clone(),
             previous: serde_json::to_string(from).map_err(|e| corrupt("fees", e))?,
@@ -366,36 +490,51 @@ impl Ops {
             description: a.to_string(),
             status: store::PENDING.into(),
             created_at_ms: now,
-            finished_at_ms: None,
-            executor_receipt_hash: None,
-            receipt_hash: None,
-            error_code: None,
-        };
-        let mut tx = self.db.begin().await?;
-        let inserted = store::insert_action(&mut tx, &row).await?;
-        tx.commit().await?;
-        let row = if inserted {
-            row
-        } else {
-            store::action_by_key(&mut *self.conn().await?, &row.idempotency_key)
-                .await?
-                .ok_or_else(|| corrupt("ops_actions", "a conflicting key has no row"))?
-        };
-        if row.status != store::PENDING {
-            return Ok(row_result(&row, &row.status, "already finished"));
-        }
-        Ok(self.drive(&row).await)
+            ..ActionRow::default()
+        })
+        .await
     }
 
     /// Asks the executor to carry out a pending action and records the outcome.
-    async fn drive(&self, row: &ActionRow) -> ops::ActionResult {
-        match self.try_drive(row).await {
-            Ok(r) => r,
-            Err(e) => row_result(row, status::FAILED, api_reason(&e.to_api())),
-        }
+    pub(crate) async fn drive(&self, row: &ActionRow) -> ops::ActionResult {
+        let outcome = match row.kind.as_str() {
+            store::SET_POLICY => self.drive_policy(row).await,
+            store::REBALANCE => self.drive_rebalance(row).await,
+            store::OPEN => self.drive_open(row).await,
+            store::CLOSE => self.drive_close(row).await,
+            other => Err(corrupt("ops_actions", format!("unknown kind {other}"))),
+        };
+        outcome.unwrap_or_else(|e| row_result(row, status::FAILED, api_reason(&e.to_api())))
     }
 
-    async fn try_drive(&self, row: &ActionRow) -> Result<ops::ActionResult, OpsError> {
+    /// What an executor error means for a pending action (see the module docs).
+    pub(crate) async fn executor_refused(
+        &self,
+        row: &ActionRow,
+        e: &ApiError,
+    ) -> Result<ops::ActionResult, OpsError> {
+        if e.code == IN_PROGRESS && (row.kind == store::OPEN || row.kind == store::REBALANCE) {
+            return Ok(row_result(row, status::PENDING, in_doubt_reason(row)));
+        }
+        if e.code == "NOT_SUPPORTED" {
+            // The executor's node backend cannot do this (it undid the request): final.
+            let mut r = self
+                .finish_failed(row, "NOT_SUPPORTED", &api_reason(e))
+                .await?;
+            r.status = status::NOT_SUPPORTED.into();
+            return Ok(r);
+        }
+        if is_transient(e) {
+            return Ok(row_result(
+                row,
+                status::FAILED,
+                format!("{} (retried with the same key next time)", api_reason(e)),
+            ));
+        }
+        self.finish_failed(row, &e.code, &api_reason(e)).await
+    }
+
+    async fn drive_policy(&self, row: &ActionRow) -> Result<ops::ActionResult, OpsError> {
         let to: Fees = serde_json::from_str(&row.desired).map_err(|e| corrupt("desired", e))?;
         let previous: Fees =
             serde_json::from_str(&row.previous).map_err(|e| corrupt("previous", e))?;
@@ -405,35 +544,69 @@ impl Ops {
             .await;
         let executor_receipt = match answer {
             Ok(r) => r,
-            Err(e) if is_transient(&e) => {
-                return Ok(row_result(
-                    row,
-                    status::FAILED,
-                    format!("{} (retried with the same key next time)", api_reason(&e)),
-                ));
-            }
-            Err(e) => return self.finish_failed(row, &e.code, &api_reason(&e)).await,
+            Err(e) => return self.executor_refused(row, &e).await,
         };
-        if let Err(why) = self.check_executor_receipt(&executor_receipt, row.chan_id, &to) {
-            return self
-                .finish_failed(
-                    row,
-                    "BAD_EXECUTOR_RECEIPT",
-                    &format!("BAD_EXECUTOR_RECEIPT: {why}"),
-                )
-                .await;
+        if let Err(why) = self.check_policy_receipt(&executor_receipt, row.chan_id, &to) {
+            return self.bad_receipt(row, &why).await;
         }
+        let body = ActionReceiptBody {
+            action: &row.kind,
+            action_id: &row.action_id,
+            channel_id: &row.channel_id,
+            chan_id: row.chan_id.to_string(),
+            source: &row.source,
+            base_fee_msat: Msat::new(to.base_fee_msat)?,
+            fee_rate_ppm: u64::from(to.fee_rate_ppm),
+            min_htlc_msat: Msat::new(to.min_htlc_msat)?,
+            max_htlc_msat: Msat::new(to.max_htlc_msat)?,
+            time_lock_delta: u64::from(to.time_lock_delta),
+            inbound_base_fee_msat: to.inbound_base_fee_msat,
+            inbound_fee_rate_ppm: to.inbound_fee_ppm,
+            previous_base_fee_msat: Msat::new(previous.base_fee_msat)?,
+            previous_fee_rate_ppm: u64::from(previous.fee_rate_ppm),
+            previous_inbound_base_fee_msat: previous.inbound_base_fee_msat,
+            previous_inbound_fee_rate_ppm: previous.inbound_fee_ppm,
+            executor_receipt: executor_receipt.hash.to_string(),
+        };
+        self.finish_receipted(
+            row,
+            &executor_receipt,
+            Finish {
+                row_status: store::APPLIED,
+                error_code: None,
+                result_status: status::APPLIED,
+                reason: String::new(),
+                event: "policy_applied",
+                event_body: json!({"action_id": row.action_id, "channel_id": row.channel_id, "desired": to, "executor_receipt": executor_receipt.hash.to_string()}),
+                schema: ACTION_RECEIPT_SCHEMA,
+                body: oa_receipts::body_from(&body)?,
+                fee_msat: None,
+                moved: None,
+            },
+        )
+        .await
+    }
+
+    /// Ends a pending action with its receipt, linking the executor's, in one transaction: the
+    /// action's state, its deferral (a policy change), a rebalance's fee and cost, the journal
+    /// event and the receipt.
+    pub(crate) async fn finish_receipted(
+        &self,
+        row: &ActionRow,
+        executor_receipt: &Receipt,
+        f: Finish,
+    ) -> Result<ops::ActionResult, OpsError> {
         let now = self.clock.now_ms();
         let executor_hash = executor_receipt.hash.to_string();
         let mut tx = self.db.begin().await?;
         if !store::finish_action(
             &mut tx,
             &row.action_id,
-            store::APPLIED,
+            f.row_status,
             now,
             Some(&executor_hash),
             None,
-            None,
+            f.error_code.as_deref(),
         )
         .await?
         {
@@ -447,55 +620,68 @@ impl Ops {
                 "finished by another run",
             ));
         }
-        store::close_deferral(
-            &mut tx,
-            row.chan_id,
-            store::APPLIED,
-            Some(&row.action_id),
-            now,
-        )
-        .await?;
-        journal::append(
-            &mut tx,
-            ACTIONS_TOPIC,
-            "policy_applied",
-            &json!({"action_id": row.action_id, "channel_id": row.channel_id, "desired": to, "executor_receipt": executor_hash}),
-            now,
-        )
-        .await?;
-        let body = ActionReceiptBody {
-            action: &row.kind,
-            action_id: &row.action_id,
-            channel_id: &row.channel_id,
-            chan_id: row.chan_id.to_string(),
-            source: &row.source,
-            base_fee_msat: Msat::new(to.base_fee_msat)?,
-            fee_rate_ppm: u64::from(to.fee_rate_ppm),
-            min_htlc_msat: Msat::new(to.min_htlc_msat)?,
-            max_htlc_msat: Msat::new(to.max_htlc_msat)?,
-            time_lock_delta: u64::from(to.time_lock_delta),
-            previous_base_fee_msat: Msat::new(previous.base_fee_msat)?,
-            previous_fee_rate_ppm: u64::from(previous.fee_rate_ppm),
-            executor_receipt: executor_hash.clone(),
-        };
+        if row.kind == store::SET_POLICY {
+            store::close_deferral(
+                &mut tx,
+                row.chan_id,
+                store::APPLIED,
+                Some(&row.action_id),
+                now,
+            )
+            .await?;
+        }
+        if let Some(fee) = f.fee_msat {
+            store::set_fee(&mut tx, &row.action_id, fee.as_u64()).await?;
+            if let Some((chan_id_out, chan_id_in, amount_msat)) = f.moved {
+                report::record_rebalance_in(
+                    &mut tx,
+                    &store::Rebalance {
+                        rebalance_id: row.action_id.clone(),
+                        at_ms: now,
+                        chan_id_out,
+                        chan_id_in,
+                        amount_msat,
+                        fee_msat: fee,
+                        executor_receipt_hash: Some(executor_hash.clone()),
+                    },
+                    now,
+                )
+                .await?;
+            }
+        }
+        journal::append(&mut tx, ACTIONS_TOPIC, f.event, &f.event_body, now).await?;
         let draft = ReceiptDraft {
-            schema: ACTION_RECEIPT_SCHEMA.into(),
+            schema: f.schema.into(),
             receipt_id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
             idempotency_key: row.idempotency_key.clone(),
             links: vec![executor_receipt.hash],
-            body: oa_receipts::body_from(&body)?,
+            body: f.body,
         };
         let receipt = self.log.append(&mut tx, draft, now).await?;
         let receipt_hash = receipt.hash.to_string();
         store::set_receipt_hash(&mut tx, &row.action_id, &receipt_hash).await?;
         tx.commit().await?;
-        let mut r = row_result(row, status::APPLIED, "");
+        let mut r = row_result(row, f.result_status, f.reason);
         r.receipt_hash = receipt_hash;
         r.executor_receipt_hash = executor_hash;
         Ok(r)
     }
 
-    async fn finish_failed(
+    /// Ends a pending action whose executor receipt is not acceptable (no receipt of ours).
+    pub(crate) async fn bad_receipt(
+        &self,
+        row: &ActionRow,
+        why: &str,
+    ) -> Result<ops::ActionResult, OpsError> {
+        self.finish_failed(
+            row,
+            "BAD_EXECUTOR_RECEIPT",
+            &format!("BAD_EXECUTOR_RECEIPT: {why}"),
+        )
+        .await
+    }
+
+    pub(crate) async fn finish_failed(
         &self,
         row: &ActionRow,
         code: &str,
@@ -517,7 +703,7 @@ impl Ops {
             journal::append(
                 &mut tx,
                 ACTIONS_TOPIC,
-                "policy_failed",
+                &format!("{}_failed", event_prefix(&row.kind)),
                 &json!({"action_id": row.action_id, "channel_id": row.channel_id, "code": code}),
                 now,
             )
@@ -527,33 +713,39 @@ impl Ops {
         Ok(row_result(row, status::FAILED, reason))
     }
 
-    /// The executor's receipt must be genuine (signature, trusted key) and about this change.
-    fn check_executor_receipt(&self, r: &Receipt, chan_id: u64, to: &Fees) -> Result<(), String> {
+    /// The executor's receipt must be genuine: its signature verifies, with a trusted key, and
+    /// it is of the expected class.
+    pub(crate) fn check_genuine(&self, r: &Receipt, schema: &str) -> Result<(), String> {
         r.verify().map_err(|e| e.to_string())?;
         let keys = &self.settings.executor_receipt_keys;
         if !keys.is_empty() && !keys.contains(&r.issuer.key_id) {
             return Err("signed by an untrusted key".into());
         }
-        if r.schema != EXECUTOR_POLICY_SCHEMA {
-            return Err(format!(
-                "schema {} is not {EXECUTOR_POLICY_SCHEMA}",
-                r.schema
-            ));
-        }
-        let expected = [
-            ("chan_id", chan_id.to_string()),
-            ("base_fee_msat", to.base_fee_msat.to_string()),
-            ("fee_rate_ppm", to.fee_rate_ppm.to_string()),
-            ("min_htlc_msat", to.min_htlc_msat.to_string()),
-            ("max_htlc_msat", to.max_htlc_msat.to_string()),
-            ("time_lock_delta", to.time_lock_delta.to_string()),
-        ];
-        for (field, value) in expected {
-            if r.body.get(field).and_then(|v| v.as_str()) != Some(value.as_str()) {
-                return Err(format!("its {field} is not {value}"));
-            }
+        if r.schema != schema {
+            return Err(format!("schema {} is not {schema}", r.schema));
         }
         Ok(())
+    }
+
+    /// A genuine policy receipt about this change: same channel, same policy.
+    fn check_policy_receipt(&self, r: &Receipt, chan_id: u64, to: &Fees) -> Result<(), String> {
+        self.check_genuine(r, EXECUTOR_POLICY_SCHEMA)?;
+        expect_fields(
+            r,
+            &[
+                ("chan_id", chan_id.to_string()),
+                ("base_fee_msat", to.base_fee_msat.to_string()),
+                ("fee_rate_ppm", to.fee_rate_ppm.to_string()),
+                ("min_htlc_msat", to.min_htlc_msat.to_string()),
+                ("max_htlc_msat", to.max_htlc_msat.to_string()),
+                ("time_lock_delta", to.time_lock_delta.to_string()),
+                (
+                    "inbound_base_fee_msat",
+                    to.inbound_base_fee_msat.to_string(),
+                ),
+                ("inbound_fee_rate_ppm", to.inbound_fee_ppm.to_string()),
+            ],
+        )
     }
 
     /// Ends waiting deferrals of channels this run found nothing to change on.
@@ -591,4 +783,19 @@ impl Ops {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A new action id.
+pub(crate) fn new_action_id() -> String {
+    format!("act_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Each `(field, value)` is a string field of the receipt's body with that value.
+pub(crate) fn expect_fields(r: &Receipt, expected: &[(&str, String)]) -> Result<(), String> {
+    for (field, value) in expected {
+        if r.body.get(*field).and_then(|v| v.as_str()) != Some(value.as_str()) {
+            return Err(format!("its {field} is not {value}"));
+        }
+    }
+    Ok(())
 }

@@ -12,7 +12,7 @@ use oa_auth::Verifier;
 use oa_proto::ops;
 use oa_service::{ApiError, ProtoJson, Scoped};
 
-use crate::{aperture, error::OpsError, ops::Ops, plan, report};
+use crate::{aperture, error::OpsError, ops::Ops, report};
 
 oa_service::scope!(OpsRead, "ops:read");
 oa_service::scope!(OpsApply, "ops:apply");
@@ -62,23 +62,15 @@ async fn plan_route(
     _auth: Scoped<OpsRead>,
     ProtoJson(_req): ProtoJson<ops::PlanRequest>,
 ) -> Result<Json<ops::PlanResponse>, OpsError> {
-    let policy = s.ops.policy()?.clone();
-    let observed = s.ops.channels()?.list().await.map_err(OpsError::Executor)?;
-    let actions = plan::plan(&policy, &observed)
+    let actions = s
+        .ops
+        .plan_now()
+        .await?
         .iter()
-        .map(|a| {
-            let (action, channel_id) = match a {
-                plan::Action::SetPolicy { channel_id, .. } => ("set_policy", channel_id.clone()),
-                plan::Action::Rebalance { channel_id, .. } => ("rebalance", channel_id.clone()),
-                plan::Action::Open { .. } => ("open", String::new()),
-                plan::Action::Close { channel_id, .. } => ("close", channel_id.clone()),
-                plan::Action::Flag { channel_id, .. } => ("flag", channel_id.clone()),
-            };
-            ops::PlanAction {
-                action: action.into(),
-                channel_id,
-                description: a.to_string(),
-            }
+        .map(|a| ops::PlanAction {
+            action: a.kind().into(),
+            channel_id: a.channel_id().to_owned(),
+            description: a.to_string(),
         })
         .collect();
     Ok(Json(ops::PlanResponse { actions }))

@@ -8,11 +8,12 @@
 //!   (`aperture.rs`, `GET /v1/ops/aperture/config`).
 //! - Plan: the diff between the observed channels and the policy, and why (`plan.rs`,
 //!   `POST /v1/ops/plan`, changes nothing).
-//! - Apply: executes the plan's policy changes through the custody channel, idempotently, with a
-//!   per-channel rate limit (changes inside the window are deferred, not dropped) and a receipt
-//!   per executed action linking the executor's (`apply.rs`, `POST /v1/ops/apply`, scope
-//!   `ops:apply`). Rebalance, open and close are planned but answer `not_supported` until the
-//!   custody channel can execute them.
+//! - Apply: executes the plan through the custody channel, idempotently, with a receipt per
+//!   executed action linking the executor's (`apply.rs`, `POST /v1/ops/apply`, scope
+//!   `ops:apply`): policy changes (inbound fees included) with a per-channel rate limit (changes
+//!   inside the window are deferred, not dropped); rebalances within the policy's daily fee
+//!   budget, their cost charged to the channel that received the liquidity (`rebalance.rs`);
+//!   channel opens and closes from the policy's intents (`lifecycle.rs`).
 //! - Reconcile loop (`--reconcile-interval-secs`, `--dry-run`) and forwarding ingestion
 //!   (`--ingest-interval-secs`) in the background (`reconcile.rs`, `forwards.rs`).
 //! - Report: forwarding volume, fee revenue, rebalance cost, uptime, balance ratio and P&L per
@@ -27,9 +28,11 @@ pub mod error;
 pub mod executor;
 pub mod forwards;
 mod http;
+pub mod lifecycle;
 pub mod ops;
 pub mod plan;
 pub mod policy;
+pub mod rebalance;
 pub mod reconcile;
 pub mod report;
 pub mod store;
@@ -51,11 +54,18 @@ pub const SERVICE: &str = "lightning-ops";
 
 pub static MIGRATIONS: MigrationSet = MigrationSet {
     component: SERVICE,
-    migrations: &[(
-        1,
-        "actions, deferrals, forwards, rebalances, observations",
-        include_str!("../migrations/0001_ops.sql"),
-    )],
+    migrations: &[
+        (
+            1,
+            "actions, deferrals, forwards, rebalances, observations",
+            include_str!("../migrations/0001_ops.sql"),
+        ),
+        (
+            2,
+            "rebalance, open and close actions",
+            include_str!("../migrations/0002_liquidity_actions.sql"),
+        ),
+    ],
 };
 
 pub const ROUTES: [Route; 5] = [
@@ -78,7 +88,7 @@ pub const ROUTES: [Route; 5] = [
     Route::built(
         "POST",
         "/v1/ops/apply",
-        "Execute the current plan through the wallet-executor: policy changes applied (rate-limited per channel: deferred, never dropped) with a receipt each; idempotent by key; dry_run changes nothing",
+        "Execute the current plan through the wallet-executor: policy changes (rate-limited per channel: deferred, never dropped), rebalances within the daily fee budget, channel opens and closes, a receipt each; idempotent by key; dry_run changes nothing",
         Some("openagents.ops.v1.ApplyRequest"),
         Some("openagents.ops.v1.ApplyResponse"),
         Some("ops:apply"),

@@ -2,15 +2,25 @@
 //!
 //! [`Ops`] holds the policy, the custody channel, the database, the clock and the receipt log.
 //! Its behaviour is split by concern: `apply.rs` (plan execution, rate limit, deferrals,
-//! receipts), `forwards.rs` (forwarding-history ingestion), `report.rs` (P&L and channel health)
-//! and `reconcile.rs` (the continuous loop). Observations of the node are recorded here.
+//! receipts), `rebalance.rs` (rebalances within the budget), `lifecycle.rs` (channel opens and
+//! closes), `forwards.rs` (forwarding-history ingestion), `report.rs` (P&L and channel health)
+//! and `reconcile.rs` (the continuous loop). Observations of the node are recorded here, and what
+//! is under way ([`Known`]) is gathered here for the plan.
 
 use std::{sync::Arc, time::Duration};
 
 use oa_service::Clock;
 use oa_store::{Db, receipt_log::ReceiptLog};
 
-use crate::{error::OpsError, executor::Channels, plan::Observed, policy::Policy, store};
+use crate::{
+    apply::corrupt,
+    error::OpsError,
+    executor::{Channels, RebalanceAsk},
+    lifecycle::OPEN_CONFIRMATION_WINDOW_MS,
+    plan::{self, Action, Known, Observed},
+    policy::Policy,
+    store,
+};
 
 /// Tunables from the configuration.
 #[derive(Clone, Debug)]
@@ -84,6 +94,53 @@ impl Ops {
         store::observe(&mut tx, &observed, self.clock.now_ms()).await?;
         tx.commit().await?;
         Ok(observed)
+    }
+
+    /// What is under way that the channel list does not show (see [`Known`]): closed channels
+    /// (asked of the executor only when the policy has close intents), and lightning-ops's own
+    /// unfinished or unconfirmed opens, closes and rebalances. Reads only.
+    pub async fn known(&self, policy: &Policy) -> Result<Known, OpsError> {
+        let mut known = Known::default();
+        if !policy.intents.close.is_empty() {
+            match self.channels()?.list_closed().await {
+                Ok(closed) => known.closing.extend(closed.iter().map(|c| c.chan_id)),
+                // A backend without the closed list: lightning-ops's own closes still count.
+                Err(e) if e.code == "NOT_SUPPORTED" => {
+                    tracing::warn!("the executor cannot list closed channels: {}", e.message);
+                }
+                Err(e) => return Err(OpsError::Executor(e)),
+            }
+        }
+        let mut conn = self.conn().await?;
+        known
+            .closing
+            .extend(store::closing_channels(&mut conn).await?);
+        let since = self
+            .clock
+            .now_ms()
+            .saturating_sub(OPEN_CONFIRMATION_WINDOW_MS);
+        known
+            .opening
+            .extend(store::opening_peers(&mut conn, since).await?);
+        for row in store::pending_actions(&mut conn).await? {
+            if row.kind == store::REBALANCE {
+                let ask: RebalanceAsk =
+                    serde_json::from_str(&row.desired).map_err(|e| corrupt("desired", e))?;
+                known
+                    .rebalancing
+                    .extend([row.chan_id, ask.out_chan_id, ask.in_chan_id]);
+            }
+        }
+        Ok(known)
+    }
+
+    /// The plan against the node as it is now (`POST /v1/ops/plan`): reads the channels and
+    /// what is under way; records nothing.
+    pub async fn plan_now(&self) -> Result<Vec<Action>, OpsError> {
+        let policy = self.policy()?.clone();
+        let observed = self.channels()?.list().await.map_err(OpsError::Executor)?;
+        let known = self.known(&policy).await?;
+        Ok(plan::plan_with(&policy, &observed, &known))
     }
 
     pub(crate) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, OpsError> {

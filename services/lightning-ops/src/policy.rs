@@ -230,13 +230,27 @@ fn check_fees(at: &str, f: &FeePolicy, out: &mut Vec<Problem>) {
     }
     // A negative inbound fee is a discount; it may not exceed the outbound fee it discounts.
     let base = i64::try_from(f.base_fee_msat).unwrap_or(i64::MAX);
-    if f.inbound_base_fee_msat < -base
-        || f.inbound_fee_ppm < -i32::try_from(MAX_FEE_PPM).unwrap_or(i32::MAX)
-    {
+    let max_ppm = i32::try_from(MAX_FEE_PPM).unwrap_or(i32::MAX);
+    if f.inbound_base_fee_msat < -base || f.inbound_fee_ppm < -max_ppm {
         out.push(problem(
             "INVALID_RANGE",
             at,
             "an inbound discount may not exceed the outbound fee",
+        ));
+    }
+    // A positive inbound fee is bounded like an outbound one (and like the executor bounds it).
+    if f.inbound_fee_ppm > max_ppm {
+        out.push(problem(
+            "FEE_TOO_HIGH",
+            at,
+            format!("inbound_fee_ppm above {MAX_FEE_PPM}"),
+        ));
+    }
+    if u64::try_from(f.inbound_base_fee_msat).is_ok_and(|v| v > oa_money::Msat::MAX.as_u64()) {
+        out.push(problem(
+            "FEE_TOO_HIGH",
+            at,
+            "inbound_base_fee_msat is beyond the bitcoin supply",
         ));
     }
 }
@@ -369,6 +383,12 @@ peer = "zz"
 capacity_sat = 0
 "#;
         let codes: Vec<&str> = parse(bad).unwrap_err().iter().map(|p| p.code).collect();
+        let inbound_too_high = "version = 1\n[fees.default]\nstrategy = \"fixed\"\nbase_fee_msat = 1\nfee_ppm = 1\ninbound_fee_ppm = 1000001\nmin_htlc_msat = 1\nmax_htlc_msat = 1\ntime_lock_delta = 40\n";
+        let e = parse(inbound_too_high).unwrap_err();
+        assert_eq!(
+            (e.len(), e[0].code, e[0].at.as_str()),
+            (1, "FEE_TOO_HIGH", "fees.default")
+        );
         for code in [
             "UNSUPPORTED_VERSION",
             "INVALID_RANGE",

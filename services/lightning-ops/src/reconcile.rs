@@ -24,7 +24,8 @@ pub const RECONCILE_TOPIC: &str = "ops.reconcile";
 
 impl Ops {
     /// One reconcile tick (see the module docs). Ticks that found nothing to execute, defer or
-    /// plan (only flags and not-executable actions) record nothing.
+    /// plan (only flags, skipped rebalances and actions the backend does not support) record
+    /// nothing.
     pub async fn tick(&self, dry_run: bool) -> Result<Vec<ops::ActionResult>, OpsError> {
         if self.channels.is_some()
             && let Err(e) = self.ingest(MAX_PAGES_PER_RUN).await

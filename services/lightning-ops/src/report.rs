@@ -9,7 +9,8 @@
 //! - **rebalance cost** (the routing fee a rebalance paid) is charged to the channel that
 //!   *received* local liquidity (the rebalance's incoming channel): that is the channel whose
 //!   earning capacity the fee bought. Rebalances are recorded by [`record_rebalance_in`], which
-//!   the rebalance action will call in its own transaction once rebalancing is executable.
+//!   the rebalance action (`rebalance.rs`) calls in the transaction that ends it, with the fee the
+//!   executor reported and signed.
 //! - **P&L** = fee revenue - rebalance cost, in signed msat.
 //! - **uptime** = observations that found the channel active / all observations, in permille, over
 //!   the hours starting in the window (the node is observed on every reconcile tick, apply, report

@@ -40,17 +40,27 @@ fn msat_col(v: u64, what: &str) -> Result<i64, StoreError> {
 // ---------------------------------------------------------------------------------------------
 // Actions
 
-/// A policy change lightning-ops executes (or executed) through the wallet-executor.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Action kinds, as `ops_actions.kind` stores them.
+pub const SET_POLICY: &str = "set_policy";
+pub const REBALANCE: &str = "rebalance";
+pub const OPEN: &str = "open";
+pub const CLOSE: &str = "close";
+
+/// An action lightning-ops executes (or executed) through the wallet-executor: a policy change,
+/// a rebalance, a channel open or close.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ActionRow {
     pub action_id: String,
     pub idempotency_key: String,
     pub kind: String,
+    /// The channel acted on (for a rebalance, the one outside its band); 0 for an open.
     pub chan_id: u64,
     pub channel_id: String,
-    /// JSON of the [`crate::plan::Fees`] observed when the action was planned.
+    /// JSON of what was observed when the action was planned: the [`crate::plan::Fees`] for a
+    /// policy change, the band and local share for a rebalance, `{}` otherwise.
     pub previous: String,
-    /// JSON of the desired [`crate::plan::Fees`].
+    /// JSON of what is asked: the desired [`crate::plan::Fees`], the
+    /// [`crate::executor::RebalanceAsk`], or the open's or close's parameters.
     pub desired: String,
     pub source: String,
     pub description: String,
@@ -60,10 +70,17 @@ pub struct ActionRow {
     pub executor_receipt_hash: Option<String>,
     pub receipt_hash: Option<String>,
     pub error_code: Option<String>,
+    /// The peer of an open.
+    pub remote_pubkey: Option<String>,
+    /// A rebalance's fee limit: what it holds of the day's budget until it ends.
+    pub fee_limit_msat: Option<u64>,
+    /// A rebalance's fee, as the executor reported it once it ended (0 if it failed).
+    pub fee_msat: Option<u64>,
 }
 
 const ACTION_COLUMNS: &str = "action_id, idempotency_key, kind, chan_id, channel_id, previous, desired, source, description, \
-    status, created_at_ms, finished_at_ms, executor_receipt_hash, receipt_hash, error_code";
+    status, created_at_ms, finished_at_ms, executor_receipt_hash, receipt_hash, error_code, \
+    remote_pubkey, fee_limit_msat, fee_msat";
 
 fn decode_action(r: &AnyRow) -> Result<ActionRow, StoreError> {
     Ok(ActionRow {
@@ -85,6 +102,15 @@ fn decode_action(r: &AnyRow) -> Result<ActionRow, StoreError> {
         executor_receipt_hash: r.try_get("executor_receipt_hash")?,
         receipt_hash: r.try_get("receipt_hash")?,
         error_code: r.try_get("error_code")?,
+        remote_pubkey: r.try_get("remote_pubkey")?,
+        fee_limit_msat: r
+            .try_get::<Option<i64>, _>("fee_limit_msat")?
+            .map(u)
+            .transpose()?,
+        fee_msat: r
+            .try_get::<Option<i64>, _>("fee_msat")?
+            .map(u)
+            .transpose()?,
     })
 }
 
@@ -93,8 +119,8 @@ fn decode_action(r: &AnyRow) -> Result<ActionRow, StoreError> {
 pub async fn insert_action(conn: &mut AnyConnection, a: &ActionRow) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "INSERT INTO ops_actions (action_id, idempotency_key, kind, chan_id, channel_id, previous, desired,
-            source, description, status, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            source, description, status, created_at_ms, remote_pubkey, fee_limit_msat)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(&a.action_id)
@@ -108,6 +134,12 @@ pub async fn insert_action(conn: &mut AnyConnection, a: &ActionRow) -> Result<bo
     .bind(&a.description)
     .bind(&a.status)
     .bind(i(a.created_at_ms)?)
+    .bind(a.remote_pubkey.as_deref())
+    .bind(
+        a.fee_limit_msat
+            .map(|v| msat_col(v, "fee_limit_msat"))
+            .transpose()?,
+    )
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -195,22 +227,120 @@ pub async fn finish_action(
     Ok(n == 1)
 }
 
-/// How many policy changes of a channel finished (applied, or refused by the executor), and when
-/// the last one did.
-pub async fn finished_history(
+/// Records the fee a rebalance paid (0 if it failed), in the transaction that finishes it.
+pub async fn set_fee(
     conn: &mut AnyConnection,
-    chan_id: u64,
-) -> Result<(u64, Option<u64>), StoreError> {
-    let row = sqlx::query::<Any>(
-        "SELECT CAST(COUNT(*) AS BIGINT) AS n, MAX(finished_at_ms) AS last
-         FROM ops_actions WHERE chan_id = $1 AND status IN ('applied', 'failed')",
+    action_id: &str,
+    fee_msat: u64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE ops_actions SET fee_msat = $2 WHERE action_id = $1")
+        .bind(action_id)
+        .bind(msat_col(fee_msat, "fee_msat")?)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Whose actions a [`History`] counts: a channel's, or (for opens) a peer's.
+#[derive(Clone, Copy, Debug)]
+pub enum Subject<'a> {
+    Channel(u64),
+    Peer(&'a str),
+}
+
+/// The finished actions of one kind on one channel (or peer): applied, or refused by the
+/// executor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    /// How many finished: the *generation* the next action's executor key carries.
+    pub finished: u64,
+    pub last_finished_ms: Option<u64>,
+    pub last_failed_ms: Option<u64>,
+}
+
+pub async fn history(
+    conn: &mut AnyConnection,
+    kind: &str,
+    subject: Subject<'_>,
+) -> Result<History, StoreError> {
+    let sql = match subject {
+        Subject::Channel(_) => "chan_id = $2",
+        Subject::Peer(_) => "remote_pubkey = $2",
+    };
+    let q = format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n, MAX(finished_at_ms) AS last,
+            MAX(CASE WHEN status = 'failed' THEN finished_at_ms END) AS last_failed
+         FROM ops_actions WHERE kind = $1 AND {sql} AND status IN ('applied', 'failed')"
+    );
+    let query = sqlx::query::<Any>(sqlx::AssertSqlSafe(q)).bind(kind);
+    let query = match subject {
+        Subject::Channel(chan_id) => query.bind(i(chan_id)?),
+        Subject::Peer(peer) => query.bind(peer.to_owned()),
+    };
+    let row = query.fetch_one(&mut *conn).await?;
+    let opt = |name: &str| -> Result<Option<u64>, StoreError> {
+        row.try_get::<Option<i64>, _>(name)?.map(u).transpose()
+    };
+    Ok(History {
+        finished: u(row.try_get("n")?)?,
+        last_finished_ms: opt("last")?,
+        last_failed_ms: opt("last_failed")?,
+    })
+}
+
+/// How much of the rebalance budget the rebalances started in `[from_ms, to_ms)` hold: the fee
+/// limit of each one not finished yet (its fee is unknown, at most that), the fee of each one
+/// finished (0 for a failed one).
+pub async fn rebalance_spent(
+    conn: &mut AnyConnection,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Msat, StoreError> {
+    let v: Option<i64> = sqlx::query_scalar::<Any, Option<i64>>(
+        "SELECT CAST(SUM(CASE WHEN status = 'pending' THEN COALESCE(fee_limit_msat, 0)
+                ELSE COALESCE(fee_msat, 0) END) AS BIGINT)
+         FROM ops_actions WHERE kind = 'rebalance' AND created_at_ms >= $1 AND created_at_ms < $2",
     )
-    .bind(i(chan_id)?)
+    .bind(i(from_ms)?)
+    .bind(i(to_ms)?)
     .fetch_one(&mut *conn)
     .await?;
-    let n = u(row.try_get("n")?)?;
-    let last = row.try_get::<Option<i64>, _>("last")?.map(u).transpose()?;
-    Ok((n, last))
+    msat(v.unwrap_or(0))
+}
+
+/// Peers with an open of ours under way: pending (asked, outcome not recorded: possibly in
+/// doubt), or applied at or after `since_ms` without a channel to the peer observed since.
+pub async fn opening_peers(
+    conn: &mut AnyConnection,
+    since_ms: u64,
+) -> Result<Vec<String>, StoreError> {
+    sqlx::query_scalar::<Any, String>(
+        "SELECT DISTINCT a.remote_pubkey FROM ops_actions a
+         WHERE a.kind = 'open' AND a.remote_pubkey IS NOT NULL
+           AND (a.status = 'pending'
+                OR (a.status = 'applied' AND a.created_at_ms >= $1
+                    AND NOT EXISTS (SELECT 1 FROM ops_channels c
+                                    WHERE c.remote_pubkey = a.remote_pubkey
+                                      AND c.first_seen_ms >= a.created_at_ms)))
+         ORDER BY a.remote_pubkey",
+    )
+    .bind(i(since_ms)?)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(Into::into)
+}
+
+/// Channels lightning-ops closed or is closing (a close pending or applied).
+pub async fn closing_channels(conn: &mut AnyConnection) -> Result<Vec<u64>, StoreError> {
+    sqlx::query_scalar::<Any, i64>(
+        "SELECT DISTINCT chan_id FROM ops_actions
+         WHERE kind = 'close' AND status IN ('pending', 'applied') ORDER BY chan_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(u)
+    .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -40,12 +40,12 @@ fn strs(v: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// What is planned but not executable, and the health flags, in every apply of the sim policy.
-const NOT_EXECUTABLE: [(&str, &str, &str); 4] = [
-    ("rebalance", "100x1x0", "not_supported"),
+/// What every apply of the sim policy reports without executing: 100x1x0's rebalance (it is
+/// above its band and no other channel has room below half its capacity) and the health flags.
+const NOTHING_TO_EXECUTE: [(&str, &str, &str); 3] = [
+    ("rebalance", "100x1x0", "skipped"),
     ("flag", "100x1x0", "skipped"),
     ("flag", "102x1x0", "skipped"),
-    ("open", "", "not_supported"),
 ];
 
 #[tokio::test]
@@ -83,7 +83,8 @@ async fn apply_converges_the_sim_with_linked_receipts_and_a_second_apply_changes
     assert_eq!(count(&app.db, "ops_actions").await, 0);
     assert_eq!(count(&app.db, "idempotency_keys").await, 0);
 
-    // With ops:apply: every policy change is applied; the rest is reported, not executed.
+    // With ops:apply: every policy change is applied, and the open intent (dave) is executed;
+    // the rest is reported, not executed.
     let applier = folder.token(&["ops:apply"]);
     let (status, first) = call(
         &app.router,
@@ -99,22 +100,30 @@ async fn apply_converges_the_sim_with_linked_receipts_and_a_second_apply_changes
         summary(&first),
         strs(&[
             ("set_policy", "100x1x0", "applied"),
-            NOT_EXECUTABLE[0],
-            NOT_EXECUTABLE[1],
+            NOTHING_TO_EXECUTE[0],
+            NOTHING_TO_EXECUTE[1],
             ("set_policy", "102x1x0", "applied"),
-            NOT_EXECUTABLE[2],
+            NOTHING_TO_EXECUTE[2],
             ("set_policy", "103x1x0", "applied"),
-            NOT_EXECUTABLE[3],
+            ("open", "", "applied"),
         ])
     );
-    assert!(
-        first["results"][1]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("no rebalance RPC"),
+    assert_eq!(
+        first["results"][1]["reason"],
+        lightning_ops::plan::NO_DESTINATION,
         "{first}"
     );
     assert_eq!(exec.policies(&folder).await, converged());
+    // The open is under way: its funding transaction waits for confirmations.
+    let pending = exec.sim.pending_channels();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (
+            pending[0].remote_pubkey.as_str(),
+            pending[0].capacity.as_u64()
+        ),
+        (exec.pubkey("dave").as_str(), 1_000_000_000)
+    );
 
     // Each applied action has lightning-ops's receipt, linking the executor's receipt for the
     // same channel and policy.
@@ -144,7 +153,7 @@ async fn apply_converges_the_sim_with_linked_receipts_and_a_second_apply_changes
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["status"] == "applied")
+        .filter(|r| r["status"] == "applied" && r["action"] == "set_policy")
     {
         let ours = receipt_log::get_by_hash(
             &mut conn,
@@ -169,7 +178,8 @@ async fn apply_converges_the_sim_with_linked_receipts_and_a_second_apply_changes
         assert_eq!(theirs["body"]["fee_rate_ppm"], ours.body["fee_rate_ppm"]);
         assert_eq!(theirs["idempotency_key"], ours.idempotency_key);
     }
-    assert_eq!(executor_receipts.len(), 3);
+    // Three policy changes and one open, at the executor and at lightning-ops.
+    assert_eq!(executor_receipts.len(), 4);
     // An auditor with both logs: every receipt verifies and every link rule holds (the ops
     // receipt's channel and policy equal the executor's).
     let theirs: Vec<oa_receipts::Receipt> = executor_receipts
@@ -179,7 +189,16 @@ async fn apply_converges_the_sim_with_linked_receipts_and_a_second_apply_changes
     let ours = receipt_log::list(&mut conn, "lightning-ops", 0, 100)
         .await
         .unwrap();
-    assert_eq!(ours.len(), 3);
+    assert_eq!(ours.len(), 4);
+    assert_eq!(
+        ours.iter().map(|r| r.schema.as_str()).collect::<Vec<_>>(),
+        [
+            ACTION_RECEIPT_SCHEMA,
+            ACTION_RECEIPT_SCHEMA,
+            ACTION_RECEIPT_SCHEMA,
+            lightning_ops::lifecycle::OPEN_RECEIPT_SCHEMA
+        ]
+    );
     let issuers = [theirs[0].issuer.clone(), ours[0].issuer.clone()];
     let mut export = Vec::new();
     oa_receipts::write_export(&mut export, &issuers, &[theirs, ours].concat()).unwrap();
@@ -217,7 +236,8 @@ async fn apply_converges_the_sim_with_linked_receipts_and_a_second_apply_changes
     .await;
     assert_eq!(status, 200, "same request, defaults spelled out: {v}");
 
-    // A second apply under a new key: the node already matches, so nothing is executed.
+    // A second apply under a new key: the node already matches and the open is under way, so
+    // nothing is executed (the open is not proposed again).
     let (status, second) = call(
         &app.router,
         "POST",
@@ -227,15 +247,16 @@ async fn apply_converges_the_sim_with_linked_receipts_and_a_second_apply_changes
     )
     .await;
     assert_eq!(status, 200, "{second}");
-    assert_eq!(summary(&second), strs(&NOT_EXECUTABLE));
-    assert_eq!(count(&app.db, "ops_actions").await, 3);
+    assert_eq!(summary(&second), strs(&NOTHING_TO_EXECUTE));
+    assert_eq!(count(&app.db, "ops_actions").await, 4);
     assert_eq!(
         receipt_log::size(&mut app.db.pool().acquire().await.unwrap(), "lightning-ops")
             .await
             .unwrap(),
-        3
+        4
     );
     assert_eq!(exec.policies(&folder).await, converged());
+    assert_eq!(exec.sim.pending_channels().len(), 1, "one open, not two");
     exec.stop().await;
 }
 

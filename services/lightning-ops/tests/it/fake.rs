@@ -5,8 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use lightning_ops::{
     apply::EXECUTOR_POLICY_SCHEMA,
-    executor::{Channels, Forward, ForwardPage},
+    executor::{
+        Channels, ClosedChannel, Closing, Forward, ForwardPage, Opened, RebalanceAsk,
+        RebalanceState, Rebalanced,
+    },
+    lifecycle::EXECUTOR_CHANNEL_ACTION_SCHEMA,
     plan::{Fees, Observed},
+    rebalance::EXECUTOR_REBALANCE_SCHEMA,
 };
 use oa_receipts::{Hash, Receipt, ReceiptDraft, ReceiptKey};
 use oa_service::ApiError;
@@ -36,6 +41,16 @@ pub struct State {
     /// Make the next forwarding page skip an index.
     pub gap: bool,
     pub list_calls: u32,
+    pub closed: Vec<ClosedChannel>,
+    /// Opens, closes and rebalances asked: (kind, idempotency key).
+    pub channel_calls: Vec<(String, String)>,
+    /// Opens and rebalances answer `IDEMPOTENCY_IN_PROGRESS` (the executor's outcome is in
+    /// doubt) while this is set.
+    pub in_doubt: bool,
+    /// The routing fee a rebalance pays.
+    pub rebalance_fee_msat: u64,
+    /// Rebalances answer "in flight" (no receipt yet) while this is set.
+    pub in_flight: bool,
 }
 
 pub struct Fake {
@@ -66,6 +81,18 @@ impl Fake {
         self.with(|s| s.answer = Some(a));
     }
 
+    fn seal(&self, schema: &str, key: &str, body: serde_json::Value) -> Receipt {
+        ReceiptDraft {
+            schema: schema.into(),
+            receipt_id: format!("rcpt_fake_{key}"),
+            idempotency_key: key.into(),
+            links: vec![],
+            body: body.as_object().unwrap().clone(),
+        }
+        .seal(&self.key, "wallet-executor", 0, Hash::ZERO, 1)
+        .unwrap()
+    }
+
     fn receipt(&self, key: &str, chan_id: u64, fees: &Fees) -> Receipt {
         let body = serde_json::json!({
             "chan_id": chan_id.to_string(),
@@ -74,19 +101,28 @@ impl Fake {
             "min_htlc_msat": fees.min_htlc_msat.to_string(),
             "max_htlc_msat": fees.max_htlc_msat.to_string(),
             "time_lock_delta": fees.time_lock_delta.to_string(),
+            "inbound_base_fee_msat": fees.inbound_base_fee_msat.to_string(),
+            "inbound_fee_rate_ppm": fees.inbound_fee_ppm.to_string(),
             "updated_channels": "1",
             "requested_by": "lightning-ops",
             "backend": "fake",
         });
-        ReceiptDraft {
-            schema: EXECUTOR_POLICY_SCHEMA.into(),
-            receipt_id: format!("rcpt_fake_{key}"),
-            idempotency_key: key.into(),
-            links: vec![],
-            body: body.as_object().unwrap().clone(),
+        self.seal(EXECUTOR_POLICY_SCHEMA, key, body)
+    }
+
+    /// The executor's answer for a key it handled before, or for a first attempt in doubt.
+    fn channel_call(&self, kind: &str, key: &str) -> Result<(), ApiError> {
+        let in_doubt = self.with(|s| {
+            s.channel_calls.push((kind.to_owned(), key.to_owned()));
+            s.in_doubt
+        });
+        if in_doubt {
+            return Err(ApiError::conflict(
+                "IDEMPOTENCY_IN_PROGRESS",
+                "this idempotency key's first request is still being processed",
+            ));
         }
-        .seal(&self.key, "wallet-executor", 0, Hash::ZERO, 1)
-        .unwrap()
+        Ok(())
     }
 }
 
@@ -163,6 +199,128 @@ impl Channels for Fake {
         Ok(ForwardPage {
             events,
             last_offset_index,
+        })
+    }
+
+    async fn list_closed(&self) -> Result<Vec<ClosedChannel>, ApiError> {
+        Ok(self.with(|s| s.closed.clone()))
+    }
+
+    async fn open_channel(
+        &self,
+        idempotency_key: &str,
+        remote_pubkey: &str,
+        local_funding_msat: u64,
+    ) -> Result<Opened, ApiError> {
+        self.channel_call("open", idempotency_key)?;
+        let funding_txid = "ab".repeat(32);
+        let receipt = self.seal(
+            EXECUTOR_CHANNEL_ACTION_SCHEMA,
+            idempotency_key,
+            serde_json::json!({
+                "action": "open",
+                "remote_pubkey": remote_pubkey,
+                "capacity_msat": local_funding_msat.to_string(),
+                "local_funding_msat": local_funding_msat.to_string(),
+                "push_msat": "0",
+                "private": false,
+                "funding_txid": funding_txid,
+                "funding_output_index": "0",
+                "requested_by": "lightning-ops",
+                "backend": "fake",
+            }),
+        );
+        Ok(Opened {
+            funding_txid,
+            output_index: 0,
+            receipt,
+        })
+    }
+
+    async fn close_channel(
+        &self,
+        idempotency_key: &str,
+        chan_id: u64,
+        force: bool,
+    ) -> Result<Closing, ApiError> {
+        self.channel_call("close", idempotency_key)?;
+        let closing_txid = "cd".repeat(32);
+        let receipt = self.seal(
+            EXECUTOR_CHANNEL_ACTION_SCHEMA,
+            idempotency_key,
+            serde_json::json!({
+                "action": "close",
+                "chan_id": chan_id.to_string(),
+                "force": force,
+                "closing_txid": closing_txid,
+                "requested_by": "lightning-ops",
+                "backend": "fake",
+            }),
+        );
+        self.with(|s| s.channels.retain(|c| c.chan_id != chan_id));
+        Ok(Closing {
+            closing_txid,
+            receipt,
+        })
+    }
+
+    /// Moves the amount between the channels and pays `rebalance_fee_msat` out of the first.
+    async fn rebalance(
+        &self,
+        idempotency_key: &str,
+        ask: &RebalanceAsk,
+    ) -> Result<Rebalanced, ApiError> {
+        self.channel_call("rebalance", idempotency_key)?;
+        let payment_hash = "ef".repeat(32);
+        if self.with(|s| s.in_flight) {
+            return Ok(Rebalanced {
+                payment_hash,
+                state: RebalanceState::InFlight,
+                amount_msat: ask.amount_msat,
+                fee_msat: 0,
+                fee_limit_msat: ask.fee_limit_msat,
+                failure_code: String::new(),
+                failure_reason: String::new(),
+                receipt: None,
+            });
+        }
+        let fee = self.with(|s| {
+            let fee = s.rebalance_fee_msat;
+            for c in &mut s.channels {
+                if c.chan_id == ask.out_chan_id {
+                    c.local_balance_msat -= ask.amount_msat + fee;
+                    c.remote_balance_msat += ask.amount_msat + fee;
+                } else if c.chan_id == ask.in_chan_id {
+                    c.local_balance_msat += ask.amount_msat;
+                    c.remote_balance_msat -= ask.amount_msat;
+                }
+            }
+            fee
+        });
+        let receipt = self.seal(
+            EXECUTOR_REBALANCE_SCHEMA,
+            idempotency_key,
+            serde_json::json!({
+                "out_chan_id": ask.out_chan_id.to_string(),
+                "in_chan_id": ask.in_chan_id.to_string(),
+                "payment_hash": payment_hash,
+                "status": "succeeded",
+                "amount_msat": ask.amount_msat.to_string(),
+                "fee_msat": fee.to_string(),
+                "fee_limit_msat": ask.fee_limit_msat.to_string(),
+                "requested_by": "lightning-ops",
+                "backend": "fake",
+            }),
+        );
+        Ok(Rebalanced {
+            payment_hash,
+            state: RebalanceState::Succeeded,
+            amount_msat: ask.amount_msat,
+            fee_msat: fee,
+            fee_limit_msat: ask.fee_limit_msat,
+            failure_code: String::new(),
+            failure_reason: String::new(),
+            receipt: Some(receipt),
         })
     }
 }

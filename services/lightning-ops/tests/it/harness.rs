@@ -207,6 +207,8 @@ impl Executor {
                         min_htlc_msat: p.min_htlc_msat,
                         max_htlc_msat: p.max_htlc_msat,
                         time_lock_delta: p.time_lock_delta,
+                        inbound_base_fee_msat: p.inbound_base_fee_msat,
+                        inbound_fee_ppm: p.inbound_fee_ppm,
                     },
                 )
             })
@@ -292,7 +294,8 @@ pub async fn events(db: &oa_store::Db, topic: &str) -> Vec<(String, Value)> {
 /// Our sim channels: 100x1x0 to router (all local), 102x1x0 to carol (all local), 103x1x0 to
 /// hub (half local). Desired: 2000 msat + 250 ppm everywhere, except hub's group:
 /// 1100 - floor(1000 * 1/2) = 600 ppm with base 0. 100x1x0 has a 30-70% band (it is at 100%:
-/// a rebalance), and an open intent to dave (no channel): both not executable yet.
+/// a rebalance, but no other channel has room below half its capacity, so it has no move), and
+/// an open intent to dave (no channel yet: executed, from the sim's on-chain wallet).
 pub fn sim_policy(hub: &str, dave: &str) -> String {
     format!(
         r#"version = 1
@@ -333,6 +336,8 @@ pub const DEFAULT_FEES: Fees = Fees {
     min_htlc_msat: 1000,
     max_htlc_msat: 50_000_000,
     time_lock_delta: 40,
+    inbound_base_fee_msat: 0,
+    inbound_fee_ppm: 0,
 };
 
 pub const HUB_FEES: Fees = Fees {
@@ -363,4 +368,81 @@ pub async fn sim_setup() -> (Folder, Executor, std::path::PathBuf) {
 
 pub fn flag(name: &str, value: impl std::fmt::Display) -> String {
     format!("--{name}={value}")
+}
+
+/// Every receipt the executor issued, from its `/v1/receipts`.
+pub async fn executor_receipts(exec: &Executor, folder: &Folder) -> Vec<oa_receipts::Receipt> {
+    let token = folder
+        .ring
+        .operator_token(
+            "wallet-executor",
+            &["receipts:read"],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let v: Value = reqwest::Client::new()
+        .get(format!("http://{}/v1/receipts?limit=1000", exec.http_addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_value(r.clone()).unwrap())
+        .collect()
+}
+
+/// Every receipt lightning-ops issued.
+pub async fn ops_receipts(db: &oa_store::Db) -> Vec<oa_receipts::Receipt> {
+    let mut conn = db.pool().acquire().await.unwrap();
+    oa_store::receipt_log::list(&mut conn, "lightning-ops", 0, 1_000)
+        .await
+        .unwrap()
+}
+
+/// What an auditor does with both logs: export them together and verify the export offline
+/// (signatures, hash chains, and every cross-service link rule).
+pub fn audit(theirs: &[oa_receipts::Receipt], ours: &[oa_receipts::Receipt]) {
+    let issuers = [theirs[0].issuer.clone(), ours[0].issuer.clone()];
+    let mut export = Vec::new();
+    oa_receipts::write_export(&mut export, &issuers, &[theirs, ours].concat()).unwrap();
+    let report = oa_receipts::verify_export(export.as_slice());
+    assert!(report.is_ok(), "{report}");
+}
+
+/// The one receipt of `schema` in `receipts`.
+pub fn only<'a>(receipts: &'a [oa_receipts::Receipt], schema: &str) -> &'a oa_receipts::Receipt {
+    let found: Vec<&oa_receipts::Receipt> =
+        receipts.iter().filter(|r| r.schema == schema).collect();
+    assert_eq!(found.len(), 1, "one {schema}: {found:?}");
+    found[0]
+}
+
+/// A sim channel's id by `BLOCKxTXxOUTPUT`.
+pub async fn chan_id(exec: &Executor, folder: &Folder, id: &str) -> u64 {
+    exec.channels(folder)
+        .await
+        .iter()
+        .find(|c| lightning_ops::plan::channel_id(c.chan_id) == id)
+        .unwrap_or_else(|| panic!("no channel {id}"))
+        .chan_id
+}
+
+/// `(action, channel_id, status)` of each result.
+pub fn statuses(results: &[oa_proto::ops::ActionResult]) -> Vec<(String, String, String)> {
+    results
+        .iter()
+        .map(|r| (r.action.clone(), r.channel_id.clone(), r.status.clone()))
+        .collect()
+}
+
+pub fn triples(v: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    v.iter()
+        .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+        .collect()
 }

@@ -1,5 +1,6 @@
-//! lightning-ops: policy validation, the Aperture compiler (golden files), planning, and apply,
-//! reconcile, forwarding ingestion, P&L and health, against a scripted custody channel and a real
+//! lightning-ops: policy validation, the Aperture compiler (golden files), planning, and apply
+//! (policies with inbound fees, rebalances within the budget, opens and closes), reconcile,
+//! forwarding ingestion, P&L and health, against a scripted custody channel and a real
 //! wallet-executor on the simulated network.
 
 #![allow(clippy::unwrap_used)]
@@ -9,7 +10,11 @@ mod apply;
 mod fake;
 mod forwards;
 mod harness;
+mod inbound;
+mod lifecycle;
 mod plan;
+mod postgres;
+mod rebalance;
 mod reconcile;
 mod report;
 mod routes;

@@ -1,5 +1,5 @@
 use lightning_ops::{
-    plan::{Action, Fees, Observed, channel_id, plan},
+    plan::{Action, Fees, Known, Move, NO_DESTINATION, Observed, channel_id, plan, plan_with},
     policy,
 };
 
@@ -17,6 +17,8 @@ const DEFAULT: Fees = Fees {
     min_htlc_msat: 1000,
     max_htlc_msat: 500_000_000,
     time_lock_delta: 80,
+    inbound_base_fee_msat: 0,
+    inbound_fee_ppm: 0,
 };
 
 #[test]
@@ -74,15 +76,20 @@ fn the_plan_follows_the_policy_with_hand_computed_values() {
                 min_htlc_msat: 1000,
                 max_htlc_msat: 1_000_000_000,
                 time_lock_delta: 40,
+                ..Fees::default()
             },
             source: "group:hubs".into(),
         },
-        // Band 30-70%, observed 80%.
+        // Band 30-70%, observed 80%: too much local. The destination would be the active
+        // channel with the most room below half its capacity: 2x1x0 is at exactly 50% (room
+        // 0) and 3x2x1 is inactive, so there is none.
         Action::Rebalance {
             channel_id: "1x1x0".into(),
             local_pct: 80,
             min_pct: 30,
             max_pct: 70,
+            liquidity: None,
+            why_not: Some(NO_DESTINATION),
         },
         Action::SetPolicy {
             channel_id: "3x2x1".into(),
@@ -140,8 +147,194 @@ fn the_plan_follows_the_policy_with_hand_computed_values() {
     // Text form for operators.
     assert_eq!(
         expected[1].to_string(),
-        "rebalance 1x1x0: local side 80% is outside 30-70%"
+        "rebalance 1x1x0: local side 80% is outside 30-70%: no active channel has room below its own band"
     );
+}
+
+const OTHER2: &str = "02bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn liquidity_policy() -> policy::Policy {
+    policy::parse(&format!(
+        r#"version = 1
+[fees.default]
+strategy = "fixed"
+base_fee_msat = 1000
+fee_ppm = 100
+inbound_base_fee_msat = -500
+inbound_fee_ppm = -50
+min_htlc_msat = 1000
+max_htlc_msat = 500000000
+time_lock_delta = 80
+
+[[channels]]
+channel_id = "1x1x0"
+local_balance_min_pct = 40
+local_balance_max_pct = 60
+
+[rebalance]
+max_fee_ppm = 300
+budget_msat_per_day = 1000000
+
+[[intents.open]]
+peer = "{OTHER2}"
+capacity_sat = 100000
+
+[[intents.close]]
+channel_id = "4x1x0"
+force = true
+"#
+    ))
+    .unwrap()
+}
+
+fn chan(chan_id: u64, peer: &str, capacity: u64, local: u64) -> Observed {
+    Observed {
+        chan_id,
+        remote_pubkey: peer.into(),
+        local_balance_msat: local,
+        remote_balance_msat: capacity - local,
+        active: true,
+        local_policy: DEFAULT,
+    }
+}
+
+/// Inbound fees, a rebalance's move and fee limit, and the intents, each computed by hand; then
+/// what is under way (`Known`) takes channels and peers out of the plan.
+#[test]
+fn the_plan_moves_liquidity_sets_inbound_fees_and_leaves_out_what_is_under_way() {
+    let policy = liquidity_policy();
+    let (a, b, c, d) = (scid(1, 1, 0), scid(2, 1, 0), scid(3, 1, 0), scid(4, 1, 0));
+    let observed = vec![
+        // 10% local, band 40-60%: the middle is 1_000_000 * 100 / 200 = 500_000; needs 400_000.
+        chan(a, HUB, 1_000_000, 100_000),
+        // No band: excess above half = 1_800_000 - 1_000_000 = 800_000.
+        chan(b, OTHER, 2_000_000, 1_800_000),
+        // No band: excess 900_000 - 500_000 = 400_000.
+        chan(c, OTHER, 1_000_000, 900_000),
+        // No band: excess 450_000, but the policy closes it (force): no source, no new policy.
+        chan(d, OTHER, 1_000_000, 950_000),
+    ];
+    let to = Fees {
+        inbound_base_fee_msat: -500,
+        inbound_fee_ppm: -50,
+        ..DEFAULT
+    };
+    let set = |id: &str| Action::SetPolicy {
+        channel_id: id.into(),
+        from: DEFAULT,
+        to,
+        source: "default".into(),
+    };
+    let rebalance_from = |source: u64| Action::Rebalance {
+        channel_id: "1x1x0".into(),
+        local_pct: 10,
+        min_pct: 40,
+        max_pct: 60,
+        // min(400_000 needed, the source's excess); fee limit ceil(400_000 * 300 / 1e6) = 120.
+        liquidity: Some(Move {
+            out_chan_id: source,
+            in_chan_id: a,
+            amount_msat: 400_000,
+            fee_limit_msat: Some(120),
+        }),
+        why_not: None,
+    };
+    let open = Action::Open {
+        peer: OTHER2.into(),
+        capacity_sat: 100_000,
+    };
+    let close = Action::Close {
+        channel_id: "4x1x0".into(),
+        force: true,
+    };
+    // Nothing under way: the largest excess (2x1x0) is the source.
+    assert_eq!(
+        plan(&policy, &observed),
+        vec![
+            set("1x1x0"),
+            rebalance_from(b),
+            set("2x1x0"),
+            set("3x1x0"),
+            open.clone(),
+            close.clone()
+        ]
+    );
+    assert_eq!(
+        set("1x1x0").to_string(),
+        "set policy 1x1x0 (default): base 1000 -> 1000 msat, rate 100 -> 100 ppm, htlc 1000..500000000 -> 1000..500000000 msat, cltv 80 -> 80, inbound 0/0 -> -500/-50 msat/ppm"
+    );
+    assert_eq!(
+        rebalance_from(b).to_string(),
+        "rebalance 1x1x0: local side 10% is outside 40-60%: move 400000 msat out over 2x1x0 and back in over 1x1x0, fee limit 120 msat"
+    );
+    // 2x1x0 has a rebalance under way: 3x1x0 (excess 400_000) is the source instead, not
+    // 4x1x0 (excess 450_000), which the policy closes.
+    let busy = Known {
+        rebalancing: [b].into(),
+        ..Known::default()
+    };
+    assert_eq!(
+        plan_with(&policy, &observed, &busy),
+        vec![
+            set("1x1x0"),
+            rebalance_from(c),
+            set("2x1x0"),
+            set("3x1x0"),
+            open.clone(),
+            close
+        ]
+    );
+    // 4x1x0 is closing and an open to the peer is under way: neither is proposed again.
+    let under_way = Known {
+        opening: [OTHER2.to_owned()].into(),
+        closing: [d].into(),
+        ..Known::default()
+    };
+    assert_eq!(
+        plan_with(&policy, &observed, &under_way),
+        vec![set("1x1x0"), rebalance_from(b), set("2x1x0"), set("3x1x0")]
+    );
+    // A closing channel gets no policy change and is no source even with the most excess.
+    let mut closing_leftover = observed.clone();
+    closing_leftover[3].local_policy = Fees {
+        fee_rate_ppm: 1,
+        ..DEFAULT
+    };
+    let known = Known {
+        rebalancing: [b].into(),
+        closing: [d].into(),
+        ..Known::default()
+    };
+    assert_eq!(
+        plan_with(&policy, &closing_leftover, &known),
+        vec![
+            set("1x1x0"),
+            rebalance_from(c),
+            set("2x1x0"),
+            set("3x1x0"),
+            open.clone()
+        ]
+    );
+    // Once converged, nothing is left (the rebalance brought 1x1x0 to 50%).
+    let converged: Vec<Observed> = vec![
+        Observed {
+            local_policy: to,
+            ..chan(a, HUB, 1_000_000, 500_000)
+        },
+        Observed {
+            local_policy: to,
+            ..chan(b, OTHER, 2_000_000, 1_400_000)
+        },
+        Observed {
+            local_policy: to,
+            ..chan(c, OTHER, 1_000_000, 900_000)
+        },
+    ];
+    let done = Known {
+        opening: [OTHER2.to_owned()].into(),
+        ..Known::default()
+    };
+    assert_eq!(plan_with(&policy, &converged, &done), vec![]);
 }
 
 #[tokio::test]

@@ -132,6 +132,8 @@ async fn the_loop_converges_the_sim_and_executes_a_deferred_update_when_it_comes
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].status, "applied");
-    assert_eq!(count(&app.db, "ops_actions").await, 4);
+    // Three policy changes, the deferred correction, and the open intent's one open.
+    assert_eq!(count(&app.db, "ops_actions").await, 5);
+    assert_eq!(exec.sim.pending_channels().len(), 1);
     exec.stop().await;
 }

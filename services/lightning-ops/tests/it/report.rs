@@ -35,6 +35,7 @@ fn channel(chan_id: u64, peer: char, local: u64, remote: u64, active: bool) -> O
             min_htlc_msat: 1,
             max_htlc_msat: 1_000_000,
             time_lock_delta: 40,
+            ..Fees::default()
         },
     }
 }

@@ -31,6 +31,7 @@ fn one_channel() -> Vec<Observed> {
             min_htlc_msat: 1_000,
             max_htlc_msat: 50_000_000,
             time_lock_delta: 40,
+            ..Fees::default()
         },
     }]
 }
