@@ -47,6 +47,12 @@ const CLOSE: &str = "close";
 const REBALANCE: &str = "rebalance";
 /// Actions re-driven or re-tracked per batch at start-up.
 const RECOVERY_BATCH: u32 = 500;
+/// How much longer than the caller's wait a rebalance may take to answer. The backend first
+/// prepares (lists channels, issues the invoice to ourselves; each call bounded by the backend's
+/// own call timeout) and only then waits `timeout` for the payment. Cutting it off at `timeout`
+/// would leave a rebalance whose payment hash we never learned in doubt, when waiting a little
+/// longer gets its hash (and, if still unfinished, a tracker).
+const REBALANCE_ANSWER_GRACE: Duration = Duration::from_secs(30);
 
 pub struct ChannelActions {
     pub db: Db,
@@ -502,7 +508,8 @@ impl ChannelActions {
             fee_limit,
             timeout,
         };
-        let outcome = match tokio::time::timeout(timeout, self.node.rebalance(&asked)).await {
+        let answer_by = timeout.saturating_add(REBALANCE_ANSWER_GRACE);
+        let outcome = match tokio::time::timeout(answer_by, self.node.rebalance(&asked)).await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => return Err(self.failed_at_node(&row, e).await),
             // No answer in time: the outcome (and the payment hash) is unknown.
