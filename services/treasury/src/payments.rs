@@ -1,23 +1,47 @@
-//! Payment attempts: budget check, then Hydra quote and pay, with a receipt for every outcome.
+//! Payment attempts: decide (policy, budgets, risk), reserve, then pay through Hydra on the
+//! chosen rail, with a receipt for every end.
 //!
-//! State machine: `denied` (terminal, the budget refused) | `in_flight -> succeeded | failed`.
-//! A payment reserves amount + max fee against the agent's budget (a pending ledger transfer)
-//! before anything is sent, and on its outcome posts the actual amount + fee (the rest returns)
-//! or voids it. Calls to Hydra use
-//! idempotency keys derived from the payment id, so a retry, the tracker, or recovery after a
-//! crash always asks Hydra for the same quote and payment.
+//! **State machine** (each move is one guarded `UPDATE` in `store::update`, in the transaction
+//! that also writes its ledger rows, journal event and receipt):
 //!
-//! If Hydra cannot be reached before a quote exists, nothing can have been paid: the attempt, its
-//! reservation and its idempotency key are given back and the caller gets a retryable
-//! `HYDRA_UNAVAILABLE`.
+//! ```text
+//! (request) --deny--------------------------------------------------------> denied
+//! (request) --require approval--> pending_approval --deny | expire-------> denied
+//!                                 pending_approval --approve--+
+//! (request) --pay---------------------------------------------+--> in_flight --> succeeded | failed
+//! ```
+//!
+//! Inside `in_flight` the `stage` says what happens next: `start` (choose the rail: in the
+//! rule's order, or by Hydra's routing score), `direct` (Hydra `quote_pay` then `pay`),
+//! `envelope` (Hydra credit `intent`, `offer`, `envelope`), `envelope_issued` (waiting for the
+//! caller to settle with an Aegis verification, or for the envelope to expire), and
+//! `envelope_settling` (Hydra `credit/settle`).
+//!
+//! **Budgets.** The decision's `reserve_msat` (amount + max fee, plus the credit-fee allowance
+//! when the envelope rail may be used) is reserved in every applicable budget when the attempt is
+//! created, including while it waits for approval (so an approval can never overdraw a budget,
+//! and what waits counts against the budget until it is decided or expires). The end posts what
+//! was actually spent (amount + routing fee + credit fee) and voids the rest, or voids it all.
+//!
+//! **Fallback.** When the rule allows it, a rail that Hydra refuses before the payment hash
+//! reached the wallet-executor (a refused quote or pay, a refused credit intent, offer or
+//! envelope, or an offer whose terms exceed the policy) passes the attempt to the next rail. A
+//! payment Hydra attempted and that failed is final: a payment hash is attempted at most once.
+//!
+//! **Hydra down.** Calls to Hydra use idempotency keys derived from the payment id, so retries,
+//! the tracker and recovery after a restart always ask for the same quote, payment or envelope. A
+//! new attempt whose Hydra calls failed before any quote or envelope existed is undone (its
+//! reservations voided, its row and idempotency key given back) and the caller gets a retryable
+//! `HYDRA_UNAVAILABLE`: nothing is reserved. Later in the attempt, or after an approval, the
+//! tracker keeps trying until the invoice expires.
 
 use std::{sync::Arc, time::Duration};
 
 use http::StatusCode;
-use oa_invoice::{InvoicePolicy, Network};
+use oa_invoice::{InvoicePolicy, Network, ValidInvoice};
 use oa_money::Msat;
 use oa_proto::{hydra, treasury};
-use oa_receipts::{Receipt, ReceiptDraft};
+use oa_receipts::{Hash, Receipt, ReceiptDraft};
 use oa_service::{ApiError, Clock, tracker::Tracker};
 use oa_store::{
     Db,
@@ -26,24 +50,49 @@ use oa_store::{
     receipt_log::{self, ReceiptLog},
 };
 use serde::Serialize;
+use sqlx::AnyConnection;
 
 use crate::{
-    budget,
-    error::TreasuryError,
+    budget::{self, BudgetConfig, Kind, Refusal},
+    error::{TreasuryError, corrupt},
     hydra_client::Hydra,
-    store::{self, DENIED, FAILED, IN_FLIGHT, PaymentRow, SUCCEEDED},
+    l402,
+    policies::Policies,
+    policy::{self, Choose, Decision, Facts, Outcome, Policy, Rail, RiskView, Source},
+    risk::Assessor,
+    store::{
+        self, DENIED, FAILED, IN_FLIGHT, PENDING_APPROVAL, PaymentRow, STAGE_DIRECT,
+        STAGE_ENVELOPE, STAGE_ENVELOPE_ISSUED, STAGE_ENVELOPE_SETTLING, STAGE_NONE, STAGE_START,
+        SUCCEEDED,
+    },
 };
 
 pub const RECEIPT_SCHEMA: &str = "oa.treasury.payment_attempt_receipt.v1";
-/// The only rail of this version: pay directly from Hydra's liquidity.
-pub const RAIL_DIRECT: &str = "direct_liquidity";
+/// The receipt of an attempt that issued a credit envelope: it links Hydra's envelope receipts
+/// rather than an invoice pay receipt, so it is its own class.
+pub const ENVELOPE_RECEIPT_SCHEMA: &str = "oa.treasury.envelope_attempt_receipt.v1";
 /// Event topic of payment attempts.
 pub const TOPIC: &str = "treasury.payments";
-const MAX_AGENT_ID_LEN: usize = 64;
 const MAX_PURPOSE_LEN: usize = 256;
+/// Longest approval note and verification id.
+const MAX_NOTE_LEN: usize = 256;
+const MAX_VERIFICATION_ID_LEN: usize = 128;
 /// The invoice must stay payable at least this long, to cover Hydra's quote.
 const MIN_EXPIRY_REMAINING: Duration = Duration::from_secs(60);
+const MIN_EXPIRY_REMAINING_MS: u64 = 60_000;
 const RECOVERY_BATCH: u32 = 500;
+/// Attempts ended per sweep (expired approvals, expired envelopes).
+pub const SWEEP_BATCH: u32 = 200;
+/// Steps one drive takes at most: start, a rail, a fallback, the other rail, its second call.
+const MAX_STEPS: u32 = 8;
+/// Pending approvals listed at most per request.
+pub const MAX_APPROVALS_LISTED: u32 = 500;
+/// The routing-score candidate that stands for Hydra's pooled outbound liquidity. Treasury knows
+/// no channel graph: it offers Hydra one single-hop "route" whose capacity is the pool's local
+/// balance (so the score's success estimate is the prior of paying the amount from it), under a
+/// channel id no real channel has, and never names the payment hash, so Hydra learns nothing
+/// from this synthetic route.
+const POOL_CHAN_ID: u64 = 0;
 
 #[derive(Clone, Debug)]
 pub struct PaymentsConfig {
@@ -61,13 +110,61 @@ pub struct Stored {
     pub body: serde_json::Value,
 }
 
+/// What one step of an attempt did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// Moved on; take the next step.
+    Continue,
+    /// Terminal.
+    Done,
+    /// Waiting for something outside treasury (a verification, an approval).
+    Parked,
+    /// Hydra is still working on it; ask again later.
+    Pending,
+}
+
 pub struct Payments {
     pub db: Db,
     pub hydra: Arc<dyn Hydra>,
     pub log: ReceiptLog,
     pub clock: Arc<dyn Clock>,
     pub config: PaymentsConfig,
+    pub policies: Arc<Policies>,
+    pub risk: Arc<Assessor>,
     tracker: Arc<Tracker>,
+}
+
+/// A validated payment request.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub agent_id: String,
+    pub host: Option<String>,
+    pub source: Source,
+    pub invoice: ValidInvoice,
+    pub max_fee: Msat,
+    pub purpose: String,
+}
+
+/// What a decision needs besides the request.
+pub struct Context {
+    pub bundle_id: String,
+    pub policy: Arc<Policy>,
+    pub org: Option<String>,
+    pub risk: RiskView,
+}
+
+/// How an attempt ends.
+#[derive(Default)]
+struct End {
+    state: &'static str,
+    fee: Msat,
+    preimage: Option<String>,
+    failure_code: Option<String>,
+    failure_reason: Option<String>,
+    /// Hydra's receipt that decided the end (pay, envelope settlement or default).
+    receipt: Option<Receipt>,
+    approver: Option<String>,
+    reason_code: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -81,21 +178,174 @@ struct AttemptBody<'a> {
     max_fee_msat: Msat,
     rail: &'a str,
     purpose: &'a str,
-    /// The rule that decided: `agent_budget` in this version.
+    /// The rule that decided (a policy rule id, `budget:...`, `risk:...`, `approvals:...`).
     decision_rule: &'a str,
+    policy_bundle_id: &'a str,
+    source: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    payee_pubkey: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason_code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure_code: Option<&'a str>,
+    /// Who approved or denied the payment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approver: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hydra_receipt: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    envelope_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credit_fee_msat: Option<Msat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification_id: Option<&'a str>,
 }
 
-fn valid_agent_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_AGENT_ID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+fn rail_stage(rail: &str) -> &'static str {
+    match Rail::parse(rail) {
+        Some(Rail::CreditEnvelope) => STAGE_ENVELOPE,
+        _ => STAGE_DIRECT,
+    }
+}
+
+/// Moves an attempt onto `rail`. The envelope rail fixes its envelope's expiry now, so that
+/// every retry of the credit intent asks for the same one.
+fn enter_rail(next: &mut PaymentRow, rail: &str, decision: &Decision, now_ms: u64) {
+    next.stage = rail_stage(rail).into();
+    next.rail = rail.to_owned();
+    if next.stage == STAGE_ENVELOPE {
+        next.envelope_expires_at_ms = Some(now_ms.saturating_add(decision.envelope_ttl_ms));
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, TreasuryError> {
+    serde_json::to_string(v).map_err(|e| corrupt(&e.to_string()))
+}
+
+fn decision_of(row: &PaymentRow) -> Result<Decision, TreasuryError> {
+    serde_json::from_str(&row.decision_json)
+        .map_err(|e| corrupt(&format!("decision of {}: {e}", row.payment_id)))
+}
+
+fn refusal_why(r: &Refusal) -> String {
+    match r {
+        Refusal::NoBudget => "no budget applies to this payment".into(),
+        Refusal::Exceeded {
+            label,
+            capped: false,
+            ..
+        } => format!("budget {label} has no room for this payment"),
+        Refusal::Exceeded {
+            label,
+            capped: true,
+            ..
+        } => format!("budget {label} has no room for this payment under the degraded-risk cap"),
+    }
+}
+
+/// The stable code of a denial: a budget without room (or none at all) is `BUDGET_EXCEEDED`;
+/// anything else the policy or a budget's lists refuse is `POLICY_DENIED`.
+fn denial_code(reason: Option<&str>) -> &'static str {
+    match reason {
+        Some(r) if r.ends_with("_budget_exceeded") || r == "no_budget" => "BUDGET_EXCEEDED",
+        _ => "POLICY_DENIED",
+    }
+}
+
+/// The error a caller gets for a denial.
+fn denial_error(row: &PaymentRow, receipt: &Receipt) -> ApiError {
+    let code = denial_code(row.failure_reason.as_deref());
+    let message = if code == "BUDGET_EXCEEDED" {
+        "the payment would exceed a budget"
+    } else {
+        "the spending policy denies the payment"
+    };
+    ApiError::new(StatusCode::FORBIDDEN, code, message)
+        .with_reason(row.failure_reason.clone().unwrap_or_default())
+        .with_detail("payment_id", row.payment_id.clone())
+        .with_detail("receipt_hash", receipt.hash.to_string())
+        .with_detail("rule", row.decision_rule.clone())
+        .with_detail("policy_bundle_id", row.policy_bundle_id.clone())
+}
+
+/// Checks the fields of a payment (or evaluate) request. Every failure is a typed 400.
+#[allow(clippy::too_many_arguments)]
+pub fn check_input(
+    config: &PaymentsConfig,
+    now_ms: u64,
+    agent_id: &str,
+    invoice: &str,
+    l402_challenge: &str,
+    amount_msat: u64,
+    max_fee_msat: u64,
+    purpose: &str,
+    host: &str,
+) -> Result<Input, TreasuryError> {
+    if !budget::valid_id(agent_id) {
+        return Err(TreasuryError::InvalidRequest(format!(
+            "agent_id must be 1..={} characters of [A-Za-z0-9._:-]",
+            budget::MAX_SUBJECT_LEN
+        )));
+    }
+    if purpose.chars().count() > MAX_PURPOSE_LEN {
+        return Err(TreasuryError::InvalidRequest(format!(
+            "purpose is longer than {MAX_PURPOSE_LEN} characters"
+        )));
+    }
+    let host = match host {
+        "" => None,
+        h if budget::valid_host(h) => Some(h.to_owned()),
+        _ => {
+            return Err(TreasuryError::InvalidRequest(format!(
+                "host must be 1..={} characters of lowercase [a-z0-9.-]",
+                budget::MAX_SUBJECT_LEN
+            )));
+        }
+    };
+    let amount_override = match amount_msat {
+        0 => None,
+        v => Some(
+            Msat::new(v).map_err(|e| TreasuryError::InvalidRequest(format!("amount_msat: {e}")))?,
+        ),
+    };
+    let max_fee = Msat::new(max_fee_msat)
+        .map_err(|e| TreasuryError::InvalidRequest(format!("max_fee_msat: {e}")))?;
+    let (bolt11, source) = match (invoice.is_empty(), l402_challenge.is_empty()) {
+        (false, false) => {
+            return Err(TreasuryError::InvalidRequest(
+                "give invoice or l402_challenge, not both".into(),
+            ));
+        }
+        (true, false) => (
+            l402::parse(l402_challenge)
+                .map_err(|e| TreasuryError::invalid("INVALID_L402_CHALLENGE", e.to_string()))?
+                .invoice,
+            Source::L402,
+        ),
+        _ => (invoice.to_owned(), Source::Bolt11),
+    };
+    let policy = InvoicePolicy {
+        network: config.network,
+        max_amount: config.max_payment,
+        min_expiry_remaining: MIN_EXPIRY_REMAINING,
+    };
+    let invoice = oa_invoice::validate(&bolt11, &policy, now_ms, amount_override)?;
+    invoice
+        .amount
+        .checked_add(max_fee)
+        .map_err(|_| TreasuryError::InvalidRequest("amount plus max fee overflows".into()))?;
+    Ok(Input {
+        agent_id: agent_id.to_owned(),
+        host,
+        source,
+        invoice,
+        max_fee,
+        purpose: purpose.to_owned(),
+    })
 }
 
 impl Payments {
@@ -105,6 +355,8 @@ impl Payments {
         log: ReceiptLog,
         clock: Arc<dyn Clock>,
         config: PaymentsConfig,
+        policies: Arc<Policies>,
+        risk: Arc<Assessor>,
     ) -> Self {
         Self {
             db,
@@ -112,8 +364,87 @@ impl Payments {
             log,
             clock,
             config,
+            policies,
+            risk,
             tracker: Arc::new(Tracker::new()),
         }
+    }
+
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, TreasuryError> {
+        Ok(self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(oa_store::StoreError::from)?)
+    }
+
+    async fn load(&self, payment_id: &str) -> Result<PaymentRow, TreasuryError> {
+        let mut conn = self.conn().await?;
+        store::get(&mut conn, payment_id)
+            .await?
+            .ok_or(TreasuryError::PaymentNotFound)
+    }
+
+    /// The active policy, the agent's org and the risk view: read before any transaction, since
+    /// risk may ask Aegis.
+    pub async fn context(&self, agent: &str) -> Result<Context, TreasuryError> {
+        let (bundle_id, policy) = self.policies.current().await?;
+        let org = policy.org_of(agent).map(str::to_owned);
+        let risk = self.risk.view(&policy, agent, org.as_deref()).await;
+        Ok(Context {
+            bundle_id,
+            policy,
+            org,
+            risk,
+        })
+    }
+
+    /// The budgets that apply (with the configured default for an agent that has none yet, as
+    /// the payment would create it), whether the payee is known, and the policy's decision.
+    pub async fn decide_in(
+        &self,
+        conn: &mut AnyConnection,
+        ctx: &Context,
+        input: &Input,
+    ) -> Result<(Decision, Vec<BudgetConfig>, bool), TreasuryError> {
+        let mut budgets = budget::applicable(
+            conn,
+            &input.agent_id,
+            ctx.org.as_deref(),
+            input.host.as_deref(),
+        )
+        .await?;
+        if !self.config.default_budget.is_zero() && !budgets.iter().any(|b| b.kind == Kind::Agent) {
+            let at = budgets
+                .iter()
+                .position(|b| b.kind == Kind::Host)
+                .unwrap_or(budgets.len());
+            budgets.insert(
+                at,
+                BudgetConfig::simple(Kind::Agent, &input.agent_id, self.config.default_budget),
+            );
+        }
+        let payee = &input.invoice.payee_pubkey;
+        let payee_known = ctx.policy.payees.known.iter().any(|p| p == payee)
+            || budgets
+                .iter()
+                .any(|b| b.payee_allow.iter().any(|p| p == payee))
+            || store::is_known_payee(conn, payee).await?;
+        let facts = Facts {
+            agent_id: &input.agent_id,
+            org_id: ctx.org.as_deref(),
+            host: input.host.as_deref(),
+            payee,
+            amount: input.invoice.amount,
+            max_fee: input.max_fee,
+            purpose: &input.purpose,
+            source: input.source,
+            payee_known,
+            risk: ctx.risk.clone(),
+        };
+        let decision = policy::decide(&ctx.policy, &ctx.bundle_id, &facts, &budgets)?;
+        Ok((decision, budgets, payee_known))
     }
 
     pub async fn create(
@@ -122,39 +453,49 @@ impl Payments {
         req: treasury::CreatePaymentRequest,
     ) -> Result<Stored, TreasuryError> {
         idempotency::validate_key(&req.idempotency_key)?;
-        if !valid_agent_id(&req.agent_id) {
-            return Err(TreasuryError::InvalidRequest(format!(
-                "agent_id must be 1..={MAX_AGENT_ID_LEN} characters of [A-Za-z0-9._:-]"
-            )));
-        }
-        if req.purpose.chars().count() > MAX_PURPOSE_LEN {
-            return Err(TreasuryError::InvalidRequest(format!(
-                "purpose is longer than {MAX_PURPOSE_LEN} characters"
-            )));
-        }
         let now = self.clock.now_ms();
-        let amount_override = match req.amount_msat {
-            0 => None,
-            v => Some(
-                Msat::new(v)
-                    .map_err(|e| TreasuryError::InvalidRequest(format!("amount_msat: {e}")))?,
-            ),
-        };
-        let max_fee = Msat::new(req.max_fee_msat)
-            .map_err(|e| TreasuryError::InvalidRequest(format!("max_fee_msat: {e}")))?;
-        let policy = InvoicePolicy {
-            network: self.config.network,
-            max_amount: self.config.max_payment,
-            min_expiry_remaining: MIN_EXPIRY_REMAINING,
-        };
-        let invoice = oa_invoice::validate(&req.invoice, &policy, now, amount_override)?;
-        let reserve = invoice
-            .amount
-            .checked_add(max_fee)
-            .map_err(|_| TreasuryError::InvalidRequest("amount plus max fee overflows".into()))?;
-
+        let input = check_input(
+            &self.config,
+            now,
+            &req.agent_id,
+            &req.invoice,
+            &req.l402_challenge,
+            req.amount_msat,
+            req.max_fee_msat,
+            &req.purpose,
+            &req.host,
+        )?;
+        let ctx = self.context(&input.agent_id).await?;
         let scope = format!("treasury.payments/{caller}");
         let fingerprint = idempotency::fingerprint(&req)?;
+        {
+            // The agent's default budget and the current windows of every applicable budget,
+            // committed on their own (see `budget::prepare_windows`); not for a key already
+            // used, whose replay or conflict must change nothing.
+            let mut tx = self.db.begin().await?;
+            let used: Option<String> = sqlx::query_scalar::<sqlx::Any, String>(
+                "SELECT key FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            )
+            .bind(&scope)
+            .bind(&req.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if used.is_none() && !self.config.default_budget.is_zero() {
+                budget::ensure_default(&mut tx, &input.agent_id, self.config.default_budget, now)
+                    .await?;
+            }
+            let budgets = budget::applicable(
+                &mut tx,
+                &input.agent_id,
+                ctx.org.as_deref(),
+                input.host.as_deref(),
+            )
+            .await?;
+            if used.is_none() {
+                budget::prepare_windows(&mut tx, &budgets, now).await?;
+            }
+            tx.commit().await?;
+        }
         let mut tx = self.db.begin().await?;
         match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
             Claim::Conflict => return Err(TreasuryError::IdempotencyConflict),
@@ -176,23 +517,28 @@ impl Payments {
             }
             Claim::New => {}
         }
-        if !self.config.default_budget.is_zero() {
-            budget::ensure_default(&mut tx, &req.agent_id, self.config.default_budget, now).await?;
-        }
+        let (mut decision, budgets, _) = self.decide_in(&mut tx, &ctx, &input).await?;
+        let payment_id = format!("pay_{}", uuid::Uuid::now_v7().simple());
         let mut row = PaymentRow {
-            payment_id: format!("pay_{}", uuid::Uuid::now_v7().simple()),
+            payment_id: payment_id.clone(),
             idempotency_scope: scope.clone(),
             idempotency_key: req.idempotency_key.clone(),
-            agent_id: req.agent_id.clone(),
-            invoice: invoice.bolt11.clone(),
-            payment_hash: invoice.payment_hash.to_string(),
-            amount: invoice.amount,
-            max_fee,
-            reserved: reserve,
+            agent_id: input.agent_id.clone(),
+            org_id: ctx.org.clone(),
+            host: input.host.clone(),
+            payee_pubkey: input.invoice.payee_pubkey.clone(),
+            source: input.source.as_str().into(),
+            requested_by: caller.to_owned(),
+            invoice: input.invoice.bolt11.clone(),
+            payment_hash: input.invoice.payment_hash.to_string(),
+            invoice_expires_at_ms: input.invoice.expires_at_ms,
+            amount: input.invoice.amount,
+            max_fee: input.max_fee,
+            reserved: Msat::ZERO,
             fee: Msat::ZERO,
-            state: IN_FLIGHT.into(),
-            rail: RAIL_DIRECT.into(),
-            purpose: req.purpose.clone(),
+            state: DENIED.into(),
+            rail: Rail::DirectLiquidity.as_str().into(),
+            purpose: input.purpose.clone(),
             preimage: None,
             failure_code: None,
             failure_reason: None,
@@ -201,123 +547,320 @@ impl Payments {
             receipt_hash: None,
             created_at_ms: now,
             updated_at_ms: now,
+            policy_bundle_id: decision.policy_bundle_id.clone(),
+            decision_rule: String::new(),
+            decision_json: String::new(),
+            rails: Vec::new(),
+            stage: STAGE_NONE.into(),
+            reservations: Vec::new(),
+            approval_expires_at_ms: None,
+            approver: None,
+            envelope_id: None,
+            envelope_expires_at_ms: None,
+            credit_fee: Msat::ZERO,
+            verification_id: None,
+            verification_receipt_hash: None,
+            linked_receipts: Vec::new(),
         };
-        if let Err(refusal) =
-            budget::reserve(&mut tx, &req.agent_id, &row.payment_id, reserve, now).await?
-        {
-            // Denied: recorded, with its receipt, and replayed for the same key.
-            let reason = refusal.reason_code();
-            row.state = DENIED.into();
-            row.reserved = Msat::ZERO;
-            row.failure_code = Some("BUDGET_EXCEEDED".into());
-            row.failure_reason = Some(reason.into());
-            store::insert(&mut tx, &row).await?;
-            let receipt = self
-                .append_receipt(&mut tx, &row, Some(reason), None, now)
-                .await?;
-            store::set_receipt_hash(&mut tx, &row.payment_id, &receipt.hash.to_string()).await?;
-            journal::append(
+        if decision.outcome != Outcome::Deny {
+            match budget::reserve(
                 &mut tx,
-                TOPIC,
-                "payment.denied",
-                &serde_json::json!({"payment_id": row.payment_id, "reason_code": reason}),
+                &payment_id,
+                &budgets,
+                decision.reserve_msat,
+                decision.budget_cap_bps,
                 now,
             )
-            .await?;
-            let err = ApiError::new(
-                StatusCode::FORBIDDEN,
-                "BUDGET_EXCEEDED",
-                "the payment would exceed the agent's budget",
-            )
-            .with_reason(reason)
-            .with_detail("payment_id", row.payment_id.clone())
-            .with_detail("receipt_hash", receipt.hash.to_string());
-            let body = err.to_json();
-            idempotency::complete(
-                &mut tx,
-                &scope,
-                &req.idempotency_key,
-                403,
-                &body.to_string(),
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(Stored {
-                status: StatusCode::FORBIDDEN,
-                body,
-            });
+            .await?
+            {
+                Ok(reservations) => {
+                    row.reservations = reservations;
+                    row.reserved = decision.reserve_msat;
+                }
+                Err(refusal) => {
+                    decision.deny(refusal.rule(), refusal.reason_code(), refusal_why(&refusal));
+                }
+            }
         }
-        store::insert(&mut tx, &row).await?;
-        idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, &row.payment_id).await?;
-        journal::append(
-            &mut tx,
-            TOPIC,
-            "payment.in_flight",
-            &serde_json::json!({"payment_id": row.payment_id, "agent_id": row.agent_id}),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-
-        match self.attempt(&row.payment_id).await {
-            Ok(true) => self.stored(&row.payment_id, StatusCode::CREATED).await,
-            Ok(false) => {
-                self.spawn_tracker(row.payment_id.clone());
-                self.stored(&row.payment_id, StatusCode::ACCEPTED).await
+        row.decision_rule = decision.rule.clone();
+        row.decision_json = to_json(&decision)?;
+        row.rails = decision
+            .rails
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect();
+        if let Some(first) = row.rails.first() {
+            row.rail = first.clone();
+        }
+        match decision.outcome {
+            Outcome::Deny => {
+                row.failure_reason = decision.reason_code.clone();
+                row.failure_code = Some(denial_code(row.failure_reason.as_deref()).into());
+                let receipt = self
+                    .append_receipt(&mut tx, &row, decision.reason_code.as_deref(), None, now)
+                    .await?;
+                row.receipt_hash = Some(receipt.hash.to_string());
+                store::insert(&mut tx, &row).await?;
+                self.event(&mut tx, "payment.denied", &row, now).await?;
+                let body = denial_error(&row, &receipt).to_json();
+                idempotency::complete(
+                    &mut tx,
+                    &scope,
+                    &req.idempotency_key,
+                    403,
+                    &body.to_string(),
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(Stored {
+                    status: StatusCode::FORBIDDEN,
+                    body,
+                });
             }
-            Err(TreasuryError::Hydra(e)) if self.quote_id(&row.payment_id).await?.is_none() => {
-                // Nothing can have been paid: give everything back and let the caller retry.
-                self.undo(&row, &scope).await?;
-                Err(TreasuryError::Hydra(e))
+            Outcome::RequireApproval => {
+                row.state = PENDING_APPROVAL.into();
+                let ttl_ms = ctx.policy.approvals.ttl_secs.saturating_mul(1_000);
+                row.approval_expires_at_ms = Some(now.saturating_add(ttl_ms));
+                store::insert(&mut tx, &row).await?;
+                idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, &payment_id)
+                    .await?;
+                self.event(&mut tx, "payment.pending_approval", &row, now)
+                    .await?;
+                tx.commit().await?;
+                return self.stored(&payment_id, StatusCode::ACCEPTED).await;
             }
+            Outcome::Pay => {
+                row.state = IN_FLIGHT.into();
+                row.stage = STAGE_START.into();
+                store::insert(&mut tx, &row).await?;
+                idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, &payment_id)
+                    .await?;
+                self.event(&mut tx, "payment.in_flight", &row, now).await?;
+                tx.commit().await?;
+            }
+        }
+        match self.run(&payment_id).await {
+            Ok(Progress::Pending) => {
+                self.spawn_tracker(payment_id.clone());
+                self.stored(&payment_id, StatusCode::ACCEPTED).await
+            }
+            Ok(_) => self.stored(&payment_id, StatusCode::CREATED).await,
             Err(TreasuryError::Hydra(e)) => {
-                tracing::warn!(payment_id = %row.payment_id, code = %e.code, "hydra did not answer the pay; tracking");
-                self.spawn_tracker(row.payment_id.clone());
-                self.stored(&row.payment_id, StatusCode::ACCEPTED).await
+                let current = self.load(&payment_id).await?;
+                if current.state == IN_FLIGHT
+                    && current.quote_id.is_none()
+                    && current.envelope_id.is_none()
+                {
+                    // Nothing can have been paid: give everything back and let the caller retry.
+                    self.undo(&current).await?;
+                    Err(TreasuryError::Hydra(e))
+                } else {
+                    tracing::warn!(%payment_id, code = %e.code, "hydra did not answer; tracking");
+                    self.spawn_tracker(payment_id.clone());
+                    self.stored(&payment_id, StatusCode::ACCEPTED).await
+                }
             }
             Err(e) => Err(e),
         }
     }
 
-    async fn quote_id(&self, payment_id: &str) -> Result<Option<String>, TreasuryError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
-        Ok(store::get(&mut conn, payment_id)
-            .await?
-            .and_then(|p| p.quote_id))
-    }
-
-    async fn undo(&self, row: &PaymentRow, scope: &str) -> Result<(), TreasuryError> {
+    /// Gives back an attempt that never reached Hydra's money: its reservations, its row, its
+    /// idempotency key. If another step got further meanwhile, nothing is undone.
+    async fn undo(&self, row: &PaymentRow) -> Result<(), TreasuryError> {
         let now = self.clock.now_ms();
         let mut tx = self.db.begin().await?;
-        budget::settle(&mut tx, &row.payment_id, None, now).await?;
-        store::delete(&mut tx, &row.payment_id).await?;
-        idempotency::release(&mut tx, scope, &row.idempotency_key).await?;
+        if !store::delete(&mut tx, &row.payment_id).await? {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        budget::settle(&mut tx, &row.reservations, None, now).await?;
+        idempotency::release(&mut tx, &row.idempotency_scope, &row.idempotency_key).await?;
+        journal::append(
+            &mut tx,
+            TOPIC,
+            "payment.withdrawn",
+            &serde_json::json!({"payment_id": row.payment_id, "agent_id": row.agent_id, "reason": "HYDRA_UNAVAILABLE"}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// One step towards a terminal state: quote (once), then pay. Returns whether the attempt is
-    /// now terminal; a `Hydra` error means Hydra did not answer and the step may be retried.
-    async fn attempt(&self, payment_id: &str) -> Result<bool, TreasuryError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
-        let row = store::get(&mut conn, payment_id)
-            .await?
-            .ok_or(TreasuryError::PaymentNotFound)?;
-        drop(conn);
-        if row.state != IN_FLIGHT {
-            return Ok(true);
+    /// Drives an attempt until it ends, parks, waits on Hydra, or Hydra fails.
+    async fn run(&self, payment_id: &str) -> Result<Progress, TreasuryError> {
+        for _ in 0..MAX_STEPS {
+            match self.step(payment_id).await? {
+                Progress::Continue => {}
+                other => return Ok(other),
+            }
         }
+        Ok(Progress::Pending)
+    }
+
+    /// One step of an in-flight attempt (module docs).
+    async fn step(&self, payment_id: &str) -> Result<Progress, TreasuryError> {
+        let row = self.load(payment_id).await?;
+        if row.state != IN_FLIGHT {
+            return Ok(if row.state == PENDING_APPROVAL {
+                Progress::Parked
+            } else {
+                Progress::Done
+            });
+        }
+        let now = self.clock.now_ms();
+        let unsent = match row.stage.as_str() {
+            STAGE_START => true,
+            STAGE_DIRECT => row.quote_id.is_none(),
+            STAGE_ENVELOPE => row.envelope_id.is_none(),
+            _ => false,
+        };
+        if unsent
+            && row.invoice_expires_at_ms != 0
+            && now.saturating_add(MIN_EXPIRY_REMAINING_MS) >= row.invoice_expires_at_ms
+        {
+            self.finish(
+                &row,
+                End {
+                    state: FAILED,
+                    failure_code: Some("INVOICE_EXPIRED".into()),
+                    failure_reason: Some("the invoice expired before it could be paid".into()),
+                    ..End::default()
+                },
+            )
+            .await?;
+            return Ok(Progress::Done);
+        }
+        match row.stage.as_str() {
+            STAGE_START => self.choose_rail(&row).await,
+            STAGE_DIRECT => self.direct(&row).await,
+            STAGE_ENVELOPE => self.envelope(&row).await,
+            STAGE_ENVELOPE_ISSUED => Ok(Progress::Parked),
+            STAGE_ENVELOPE_SETTLING => self.settling(&row).await,
+            other => Err(corrupt(&format!("stage {other} of an in-flight payment"))),
+        }
+    }
+
+    /// Writes `next` if `row` is still where it was.
+    async fn advance(
+        &self,
+        row: &PaymentRow,
+        mut next: PaymentRow,
+        event: Option<&str>,
+    ) -> Result<bool, TreasuryError> {
+        let now = self.clock.now_ms();
+        next.updated_at_ms = now;
+        let mut tx = self.db.begin().await?;
+        if !store::update(&mut tx, &next, &row.state, &row.stage).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(kind) = event {
+            self.event(&mut tx, kind, &next, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// `start`: orders the rails (by Hydra's routing score when the rule says so) and moves to
+    /// the first.
+    async fn choose_rail(&self, row: &PaymentRow) -> Result<Progress, TreasuryError> {
+        let decision = decision_of(row)?;
+        let mut next = row.clone();
+        let mut event = None;
+        if decision.choose == Choose::Score && row.rails.len() >= 2 {
+            let status = self
+                .hydra
+                .liquidity_status()
+                .await
+                .map_err(TreasuryError::Hydra)?;
+            let capacity = status.local_balance_msat.max(1);
+            let req = hydra::RoutingScoreRequest {
+                idempotency_key: format!("treasury:{}:score", row.payment_id),
+                amount_msat: row.amount.as_u64(),
+                policy: decision.routing_policy.clone(),
+                routes: vec![hydra::RouteCandidate {
+                    candidate_id: Rail::DirectLiquidity.as_str().into(),
+                    fee_msat: row.max_fee.as_u64(),
+                    hops: vec![hydra::RouteHop {
+                        chan_id: POOL_CHAN_ID,
+                        capacity_msat: capacity,
+                    }],
+                }],
+                envelope_rail: Some(hydra::EnvelopeRail {
+                    candidate_id: Rail::CreditEnvelope.as_str().into(),
+                    fee_msat: decision.credit_fee_allowance_msat.as_u64(),
+                    agent_id: row.agent_id.clone(),
+                }),
+                payment_hash: String::new(),
+            };
+            let resp = self
+                .hydra
+                .routing_score(req)
+                .await
+                .map_err(TreasuryError::Hydra)?;
+            let mut ranked: Vec<String> = resp
+                .ranking
+                .iter()
+                .map(|c| c.candidate_id.clone())
+                .filter(|id| row.rails.contains(id))
+                .collect();
+            for r in &row.rails {
+                if !ranked.contains(r) {
+                    ranked.push(r.clone());
+                }
+            }
+            if let Some(proto) = &resp.receipt {
+                let receipt = self.verified(proto, "routing decision")?;
+                next.linked_receipts.push(receipt.hash.to_string());
+            }
+            next.rails = ranked;
+            event = Some("payment.rail_chosen");
+        }
+        let first = next
+            .rails
+            .first()
+            .cloned()
+            .ok_or_else(|| corrupt("an in-flight payment without rails"))?;
+        enter_rail(&mut next, &first, &decision, self.clock.now_ms());
+        self.advance(row, next, event).await?;
+        Ok(Progress::Continue)
+    }
+
+    /// A rail failed before the payment hash reached the executor: the next rail if the rule
+    /// allows fallback, else the attempt fails.
+    async fn rail_refused(
+        &self,
+        row: &PaymentRow,
+        mut next: PaymentRow,
+        e: &ApiError,
+    ) -> Result<Progress, TreasuryError> {
+        let decision = decision_of(row)?;
+        if decision.fallback && next.rails.len() > 1 {
+            next.rails.remove(0);
+            let rail = next.rails[0].clone();
+            enter_rail(&mut next, &rail, &decision, self.clock.now_ms());
+            next.failure_code = Some(e.code.to_string());
+            next.failure_reason = Some(e.message.clone());
+            self.advance(row, next, Some("payment.fallback")).await?;
+            return Ok(Progress::Continue);
+        }
+        self.finish(
+            &next,
+            End {
+                state: FAILED,
+                failure_code: Some(e.code.to_string()),
+                failure_reason: Some(e.message.clone()),
+                ..End::default()
+            },
+        )
+        .await?;
+        Ok(Progress::Done)
+    }
+
+    /// Hydra's liquidity: quote (once), then pay.
+    async fn direct(&self, row: &PaymentRow) -> Result<Progress, TreasuryError> {
         let quote_id = match &row.quote_id {
             Some(q) => q.clone(),
             None => {
@@ -333,28 +876,20 @@ impl Payments {
                         let q = resp
                             .quote
                             .ok_or_else(|| corrupt("hydra quote without a quote"))?;
-                        let mut tx = self.db.begin().await?;
-                        store::set_quote(&mut tx, &row.payment_id, &q.quote_id).await?;
-                        tx.commit().await?;
+                        let mut next = row.clone();
+                        next.quote_id = Some(q.quote_id.clone());
+                        if !self.advance(row, next, None).await? {
+                            return Ok(Progress::Continue);
+                        }
                         q.quote_id
                     }
                     Err(e) if e.retryable => return Err(TreasuryError::Hydra(e)),
-                    Err(e) => {
-                        self.finish(
-                            &row,
-                            FAILED,
-                            Msat::ZERO,
-                            None,
-                            Some(&e.code),
-                            Some(&e.message),
-                            None,
-                        )
-                        .await?;
-                        return Ok(true);
-                    }
+                    Err(e) => return self.rail_refused(row, row.clone(), &e).await,
                 }
             }
         };
+        let mut row = row.clone();
+        row.quote_id = Some(quote_id.clone());
         let req = hydra::PayRequest {
             idempotency_key: format!("treasury:{}:pay", row.payment_id),
             quote_id,
@@ -364,55 +899,285 @@ impl Payments {
                 let state = resp.quote.as_ref().map(hydra::Quote::state);
                 match state {
                     Some(hydra::QuoteState::Paid | hydra::QuoteState::Failed) => {
-                        let receipt = self.check_hydra_receipt(&row, &resp)?;
-                        let fee = Msat::new(resp.fee_msat).map_err(|e| corrupt(&e.to_string()))?;
-                        if state == Some(hydra::QuoteState::Paid) {
-                            self.finish(
-                                &row,
-                                SUCCEEDED,
-                                fee,
-                                Some(&resp.preimage),
-                                None,
-                                None,
-                                Some(&receipt),
-                            )
-                            .await?;
+                        let receipt = self.check_pay_receipt(&row, &resp)?;
+                        let end = if state == Some(hydra::QuoteState::Paid) {
+                            End {
+                                state: SUCCEEDED,
+                                fee: Msat::new(resp.fee_msat)
+                                    .map_err(|e| corrupt(&e.to_string()))?,
+                                preimage: Some(resp.preimage.clone()),
+                                receipt: Some(receipt),
+                                ..End::default()
+                            }
                         } else {
-                            self.finish(
-                                &row,
-                                FAILED,
-                                Msat::ZERO,
-                                None,
-                                Some(&resp.failure_code),
-                                Some(&resp.failure_reason),
-                                Some(&receipt),
-                            )
-                            .await?;
-                        }
-                        Ok(true)
+                            End {
+                                state: FAILED,
+                                failure_code: Some(resp.failure_code.clone()),
+                                failure_reason: Some(resp.failure_reason.clone()),
+                                receipt: Some(receipt),
+                                ..End::default()
+                            }
+                        };
+                        self.finish(&row, end).await?;
+                        Ok(Progress::Done)
                     }
-                    _ => Ok(false),
+                    _ => Ok(Progress::Pending),
                 }
             }
             Err(e) if e.retryable => Err(TreasuryError::Hydra(e)),
+            // Refused without paying (the quote expired or was used): the hash was never sent.
             Err(e) => {
-                self.finish(
-                    &row,
-                    FAILED,
-                    Msat::ZERO,
-                    None,
-                    Some(&e.code),
-                    Some(&e.message),
-                    None,
-                )
-                .await?;
-                Ok(true)
+                let mut next = row.clone();
+                next.quote_id = None;
+                self.rail_refused(&row, next, &e).await
             }
         }
     }
 
-    /// Hydra's receipt must verify and be about this payment.
-    fn check_hydra_receipt(
+    /// A credit envelope: intent, offer (checked against the policy's terms), envelope.
+    async fn envelope(&self, row: &PaymentRow) -> Result<Progress, TreasuryError> {
+        let decision = decision_of(row)?;
+        let cap = row
+            .amount
+            .checked_add(row.max_fee)
+            .map_err(|e| corrupt(&e.to_string()))?;
+        let intent = hydra::CreditIntentRequest {
+            idempotency_key: format!("treasury:{}:intent", row.payment_id),
+            agent_id: row.agent_id.clone(),
+            provider: Some(hydra::Provider {
+                provider_id: row.host.clone().unwrap_or_else(|| row.payee_pubkey.clone()),
+                invoice: row.invoice.clone(),
+                node_pubkey: row.payee_pubkey.clone(),
+            }),
+            scope: if row.purpose.is_empty() {
+                format!("treasury:{}", row.payment_id)
+            } else {
+                row.purpose.clone()
+            },
+            cap_msat: cap.as_u64(),
+            // Fixed when the attempt entered this rail, so a retry replays the same intent.
+            expires_at_ms: row.envelope_expires_at_ms.unwrap_or(0),
+        };
+        let envelope = match self.hydra.credit_intent(intent).await {
+            Ok(r) => r
+                .envelope
+                .ok_or_else(|| corrupt("hydra intent without an envelope"))?,
+            Err(e) if e.retryable => return Err(TreasuryError::Hydra(e)),
+            Err(e) => return self.rail_refused(row, row.clone(), &e).await,
+        };
+        let offer = match self
+            .hydra
+            .credit_offer(hydra::CreditOfferRequest {
+                idempotency_key: format!("treasury:{}:offer", row.payment_id),
+                envelope_id: envelope.envelope_id.clone(),
+            })
+            .await
+        {
+            Ok(r) => r
+                .envelope
+                .and_then(|e| e.offer)
+                .ok_or_else(|| corrupt("hydra offer without an offer"))?,
+            Err(e) if e.retryable => return Err(TreasuryError::Hydra(e)),
+            Err(e) => return self.rail_refused(row, row.clone(), &e).await,
+        };
+        if offer.cap_msat < row.amount.as_u64()
+            || offer.fee_msat > decision.credit_fee_allowance_msat.as_u64()
+        {
+            let e = ApiError::conflict(
+                "CREDIT_TERMS_REFUSED",
+                format!(
+                    "the offer (cap {}, fee {}) does not cover amount {} within the credit-fee allowance {}",
+                    offer.cap_msat,
+                    offer.fee_msat,
+                    row.amount.as_u64(),
+                    decision.credit_fee_allowance_msat.as_u64()
+                ),
+            );
+            return self.rail_refused(row, row.clone(), &e).await;
+        }
+        // Accepting the offer may issue the envelope even if the answer is lost: from here on the
+        // attempt is never undone, and retries replay the same keys.
+        let mut marked = row.clone();
+        if row.envelope_id.is_none() {
+            marked.envelope_id = Some(envelope.envelope_id.clone());
+            if !self.advance(row, marked.clone(), None).await? {
+                return Ok(Progress::Continue);
+            }
+        }
+        let issued = match self
+            .hydra
+            .credit_envelope(hydra::CreditEnvelopeRequest {
+                idempotency_key: format!("treasury:{}:envelope", row.payment_id),
+                offer_id: offer.offer_id.clone(),
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.retryable => return Err(TreasuryError::Hydra(e)),
+            Err(e) => {
+                let mut next = marked.clone();
+                next.envelope_id = None;
+                return self.rail_refused(&marked, next, &e).await;
+            }
+        };
+        let env = issued
+            .envelope
+            .ok_or_else(|| corrupt("hydra issued no envelope"))?;
+        let mut next = marked.clone();
+        if let Some(proto) = &issued.receipt {
+            let receipt = self.verified(proto, "envelope issue")?;
+            if receipt
+                .body
+                .get("envelope_id")
+                .and_then(|v| v.as_str())
+                .is_some_and(|id| id != env.envelope_id)
+            {
+                return Err(corrupt("hydra's issue receipt is about another envelope"));
+            }
+            next.linked_receipts.push(receipt.hash.to_string());
+        }
+        next.envelope_id = Some(env.envelope_id.clone());
+        next.envelope_expires_at_ms = Some(env.expires_at_ms);
+        next.credit_fee = Msat::new(offer.fee_msat).map_err(|e| corrupt(&e.to_string()))?;
+        next.stage = STAGE_ENVELOPE_ISSUED.into();
+        next.failure_code = None;
+        next.failure_reason = None;
+        self.advance(&marked, next, Some("payment.envelope_issued"))
+            .await?;
+        Ok(Progress::Parked)
+    }
+
+    /// `envelope_settling`: Hydra settles the envelope against the verification.
+    async fn settling(&self, row: &PaymentRow) -> Result<Progress, TreasuryError> {
+        let envelope_id = row
+            .envelope_id
+            .clone()
+            .ok_or_else(|| corrupt("settling without an envelope"))?;
+        let verification_id = row.verification_id.clone().unwrap_or_default();
+        let req = hydra::CreditSettleRequest {
+            idempotency_key: format!("treasury:{}:settle:{verification_id}", row.payment_id),
+            envelope_id,
+            verification_id,
+            verification_receipt_hash: row.verification_receipt_hash.clone().unwrap_or_default(),
+            invoice: String::new(),
+            amount_msat: 0,
+        };
+        let resp = match self.hydra.credit_settle(req).await {
+            Ok(r) => r,
+            Err(e) if e.code == "ENVELOPE_EXPIRED" => {
+                self.finish(
+                    row,
+                    End {
+                        state: FAILED,
+                        failure_code: Some(e.code.to_string()),
+                        failure_reason: Some(e.message.clone()),
+                        ..End::default()
+                    },
+                )
+                .await?;
+                return Ok(Progress::Done);
+            }
+            // Hydra may have started paying the provider: keep asking with the same key until it
+            // answers (after the envelope's expiry it answers ENVELOPE_EXPIRED if it never
+            // started), never give the reservation back on a guess.
+            Err(e) if e.retryable => return Err(TreasuryError::Hydra(e)),
+            Err(e) => {
+                // Refused (a verification that does not match, ...): back to issued, so the caller
+                // can settle with another verification.
+                let mut back = row.clone();
+                back.stage = STAGE_ENVELOPE_ISSUED.into();
+                back.verification_id = None;
+                back.verification_receipt_hash = None;
+                self.advance(row, back, None).await?;
+                return Err(TreasuryError::Hydra(e));
+            }
+        };
+        let env = resp
+            .envelope
+            .as_ref()
+            .ok_or_else(|| corrupt("hydra settled no envelope"))?;
+        let receipt = resp
+            .receipt
+            .as_ref()
+            .map(|p| self.verified(p, "envelope settlement"))
+            .transpose()?;
+        match env.state() {
+            hydra::EnvelopeState::Settled => {
+                let mut done = row.clone();
+                done.amount =
+                    Msat::new(env.paid_amount_msat).map_err(|e| corrupt(&e.to_string()))?;
+                self.finish(
+                    &done,
+                    End {
+                        state: SUCCEEDED,
+                        fee: Msat::new(env.routing_fee_msat)
+                            .map_err(|e| corrupt(&e.to_string()))?,
+                        preimage: Some(env.preimage.clone()),
+                        receipt,
+                        ..End::default()
+                    },
+                )
+                .await?;
+                Ok(Progress::Done)
+            }
+            hydra::EnvelopeState::Defaulted | hydra::EnvelopeState::Expired => {
+                self.finish(
+                    row,
+                    End {
+                        state: FAILED,
+                        failure_code: Some(
+                            if env.default_reason == "verification_failed" {
+                                "VERIFICATION_FAILED"
+                            } else {
+                                "ENVELOPE_EXPIRED"
+                            }
+                            .into(),
+                        ),
+                        failure_reason: Some(env.default_reason.clone()),
+                        receipt,
+                        ..End::default()
+                    },
+                )
+                .await?;
+                Ok(Progress::Done)
+            }
+            hydra::EnvelopeState::Issued => {
+                // The provider payment failed; Hydra keeps the envelope, treasury ends the attempt.
+                self.finish(
+                    row,
+                    End {
+                        state: FAILED,
+                        failure_code: Some(if env.failure_code.is_empty() {
+                            "PROVIDER_PAYMENT_FAILED".into()
+                        } else {
+                            env.failure_code.clone()
+                        }),
+                        failure_reason: Some(env.failure_reason.clone()),
+                        ..End::default()
+                    },
+                )
+                .await?;
+                Ok(Progress::Done)
+            }
+            _ => Ok(Progress::Pending),
+        }
+    }
+
+    /// A Hydra receipt that verifies.
+    fn verified(
+        &self,
+        proto: &oa_proto::common::Receipt,
+        what: &str,
+    ) -> Result<Receipt, TreasuryError> {
+        let receipt = oa_service::receipts::from_proto(proto).map_err(|e| corrupt(&e))?;
+        receipt
+            .verify()
+            .map_err(|e| corrupt(&format!("hydra's {what} receipt does not verify: {e}")))?;
+        Ok(receipt)
+    }
+
+    /// Hydra's pay receipt must verify and be about this payment.
+    fn check_pay_receipt(
         &self,
         row: &PaymentRow,
         resp: &hydra::PayResponse,
@@ -421,10 +1186,7 @@ impl Payments {
             .receipt
             .as_ref()
             .ok_or_else(|| corrupt("terminal hydra payment without a receipt"))?;
-        let receipt = oa_service::receipts::from_proto(proto).map_err(|e| corrupt(&e))?;
-        receipt
-            .verify()
-            .map_err(|e| corrupt(&format!("hydra receipt does not verify: {e}")))?;
+        let receipt = self.verified(proto, "pay")?;
         if receipt.body.get("payment_hash").and_then(|v| v.as_str())
             != Some(row.payment_hash.as_str())
         {
@@ -433,98 +1195,127 @@ impl Payments {
         Ok(receipt)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn finish(
-        &self,
-        row: &PaymentRow,
-        state: &str,
-        fee: Msat,
-        preimage: Option<&str>,
-        code: Option<&str>,
-        reason: Option<&str>,
-        hydra_receipt: Option<&Receipt>,
-    ) -> Result<(), TreasuryError> {
+    /// Ends an attempt: its state, the ledger (post what was spent or void), the receipt, the
+    /// event and the stored answer, in one transaction. Returns whether this call ended it.
+    async fn finish(&self, row: &PaymentRow, end: End) -> Result<bool, TreasuryError> {
         let now = self.clock.now_ms();
-        let hydra_hash = hydra_receipt.map(|r| r.hash.to_string());
-        let mut tx = self.db.begin().await?;
-        if !store::finish(
-            &mut tx,
-            &row.payment_id,
-            state,
-            fee,
-            preimage,
-            code,
-            reason,
-            hydra_hash.as_deref(),
-            now,
-        )
-        .await?
-        {
-            tx.rollback().await?;
-            return Ok(());
+        let mut done = row.clone();
+        done.state = end.state.into();
+        done.stage = STAGE_NONE.into();
+        done.fee = end.fee;
+        done.preimage = end.preimage.filter(|p| !p.is_empty());
+        done.failure_code = end.failure_code.filter(|c| !c.is_empty());
+        done.failure_reason = end.failure_reason.filter(|c| !c.is_empty());
+        if end.state == SUCCEEDED {
+            done.failure_code = None;
+            done.failure_reason = None;
         }
-        let spent = if state == SUCCEEDED {
-            row.amount
-                .checked_add(fee)
-                .map_err(|e| corrupt(&e.to_string()))?
+        done.hydra_receipt_hash = end.receipt.as_ref().map(|r| r.hash.to_string());
+        if end.approver.is_some() {
+            done.approver = end.approver;
+        }
+        done.reserved = Msat::ZERO;
+        done.updated_at_ms = now;
+        let spent = if end.state == SUCCEEDED {
+            Some(
+                Msat::checked_sum([done.amount, done.fee, done.credit_fee])
+                    .map_err(|e| corrupt(&e.to_string()))?,
+            )
         } else {
-            Msat::ZERO
+            None
         };
-        if spent > row.reserved {
+        if spent.is_some_and(|s| s > row.reserved) {
             return Err(corrupt(
-                "hydra charged more than the reserved amount plus max fee",
+                "hydra charged more than was reserved (amount + max fee + credit-fee allowance)",
             ));
         }
-        budget::settle(
-            &mut tx,
-            &row.payment_id,
-            (state == SUCCEEDED).then_some(spent),
-            now,
-        )
-        .await?;
-        let mut done = row.clone();
-        done.state = state.into();
-        done.fee = fee;
-        done.failure_code = code.map(str::to_owned);
+        let mut tx = self.db.begin().await?;
+        if !store::update(&mut tx, &done, &row.state, &row.stage).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        budget::settle(&mut tx, &row.reservations, spent, now).await?;
+        let reason = end.reason_code.or_else(|| {
+            (end.state == DENIED)
+                .then(|| done.failure_reason.clone())
+                .flatten()
+        });
         let receipt = self
-            .append_receipt(&mut tx, &done, None, hydra_receipt, now)
+            .append_receipt(&mut tx, &done, reason.as_deref(), end.receipt.as_ref(), now)
             .await?;
-        store::set_receipt_hash(&mut tx, &row.payment_id, &receipt.hash.to_string()).await?;
-        journal::append(
-            &mut tx,
-            TOPIC,
-            if state == SUCCEEDED { "payment.succeeded" } else { "payment.failed" },
-            &serde_json::json!({"payment_id": row.payment_id, "receipt_hash": receipt.hash.to_string()}),
-            now,
-        )
-        .await?;
-        let finished = store::get(&mut tx, &row.payment_id)
-            .await?
-            .ok_or(TreasuryError::PaymentNotFound)?;
-        let body = serde_json::to_value(to_response(&finished, Some(&receipt)))
-            .map_err(|e| corrupt(&e.to_string()))?;
+        done.receipt_hash = Some(receipt.hash.to_string());
+        store::update(&mut tx, &done, &done.state, &done.stage).await?;
+        if end.state == SUCCEEDED && !done.payee_pubkey.is_empty() {
+            store::add_known_payee(&mut tx, &done.payee_pubkey, now).await?;
+        }
+        let kind = match end.state {
+            SUCCEEDED => "payment.succeeded",
+            DENIED => "payment.denied",
+            _ => "payment.failed",
+        };
+        self.event(&mut tx, kind, &done, now).await?;
+        let body = to_json(&to_response(&done, Some(&receipt))?)?;
         idempotency::complete(
             &mut tx,
             &row.idempotency_scope,
             &row.idempotency_key,
             201,
-            &body.to_string(),
+            &body,
             now,
         )
         .await?;
         tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn event(
+        &self,
+        tx: &mut AnyConnection,
+        kind: &str,
+        row: &PaymentRow,
+        now: u64,
+    ) -> Result<(), TreasuryError> {
+        let mut payload = serde_json::json!({
+            "payment_id": row.payment_id,
+            "agent_id": row.agent_id,
+            "state": row.state,
+            "stage": row.stage,
+            "rail": row.rail,
+            "policy_bundle_id": row.policy_bundle_id,
+            "decision_rule": row.decision_rule,
+        });
+        let extra = [
+            ("reason_code", row.failure_reason.as_deref()),
+            ("failure_code", row.failure_code.as_deref()),
+            ("receipt_hash", row.receipt_hash.as_deref()),
+            ("envelope_id", row.envelope_id.as_deref()),
+            ("approver", row.approver.as_deref()),
+        ];
+        for (k, v) in extra {
+            if let Some(v) = v {
+                payload[k] = v.into();
+            }
+        }
+        if let Some(at) = row
+            .approval_expires_at_ms
+            .filter(|_| row.state == PENDING_APPROVAL)
+        {
+            payload["approval_expires_at_ms"] = at.to_string().into();
+        }
+        journal::append(tx, TOPIC, kind, &payload, now).await?;
         Ok(())
     }
 
     async fn append_receipt(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut AnyConnection,
         row: &PaymentRow,
         reason: Option<&str>,
         hydra_receipt: Option<&Receipt>,
         now: u64,
     ) -> Result<Receipt, TreasuryError> {
         let hydra_hash = hydra_receipt.map(|r| r.hash.to_string());
+        let envelope = row.envelope_id.is_some();
         let body = AttemptBody {
             payment_id: &row.payment_id,
             agent_id: &row.agent_id,
@@ -535,25 +1326,53 @@ impl Payments {
             max_fee_msat: row.max_fee,
             rail: &row.rail,
             purpose: &row.purpose,
-            decision_rule: "agent_budget",
+            decision_rule: &row.decision_rule,
+            policy_bundle_id: &row.policy_bundle_id,
+            source: &row.source,
+            payee_pubkey: &row.payee_pubkey,
+            org_id: row.org_id.as_deref(),
+            host: row.host.as_deref(),
             reason_code: reason,
             failure_code: row.failure_code.as_deref().filter(|_| row.state == FAILED),
+            approver: row.approver.as_deref(),
             hydra_receipt: hydra_hash.as_deref(),
+            envelope_id: row.envelope_id.as_deref(),
+            credit_fee_msat: envelope.then_some(row.credit_fee),
+            verification_id: row.verification_id.as_deref(),
         };
+        let mut links: Vec<Hash> = hydra_receipt.map(|r| vec![r.hash]).unwrap_or_default();
+        for h in &row.linked_receipts {
+            let h = Hash::parse(h).map_err(|e| corrupt(&e.to_string()))?;
+            if !links.contains(&h) {
+                links.push(h);
+            }
+        }
         let draft = ReceiptDraft {
-            schema: RECEIPT_SCHEMA.into(),
+            schema: if envelope {
+                ENVELOPE_RECEIPT_SCHEMA
+            } else {
+                RECEIPT_SCHEMA
+            }
+            .into(),
             receipt_id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
             idempotency_key: row.idempotency_key.clone(),
-            links: hydra_receipt.map(|r| vec![r.hash]).unwrap_or_default(),
+            links,
             body: oa_receipts::body_from(&body)?,
         };
         Ok(self.log.append(tx, draft, now).await?)
     }
 
-    async fn stored(&self, payment_id: &str, status: StatusCode) -> Result<Stored, TreasuryError> {
+    /// The current answer for a payment; in-flight and waiting attempts answer 202.
+    pub async fn stored(
+        &self,
+        payment_id: &str,
+        status: StatusCode,
+    ) -> Result<Stored, TreasuryError> {
         let resp = self.get(payment_id).await?;
         let status = match resp.payment.as_ref().map(treasury::Payment::state) {
-            Some(treasury::PaymentState::InFlight) => StatusCode::ACCEPTED,
+            Some(treasury::PaymentState::InFlight | treasury::PaymentState::PendingApproval) => {
+                StatusCode::ACCEPTED
+            }
             _ => status,
         };
         Ok(Stored {
@@ -563,17 +1382,379 @@ impl Payments {
     }
 
     pub async fn get(&self, payment_id: &str) -> Result<treasury::PaymentResponse, TreasuryError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.conn().await?;
         let row = store::get(&mut conn, payment_id)
             .await?
             .ok_or(TreasuryError::PaymentNotFound)?;
         let receipt = receipt_log::get_stored(&mut conn, row.receipt_hash.as_deref()).await?;
-        Ok(to_response(&row, receipt.as_ref()))
+        to_response(&row, receipt.as_ref())
+    }
+
+    /// Payments waiting for approval, oldest first.
+    pub async fn pending_approvals(&self) -> Result<Vec<treasury::Payment>, TreasuryError> {
+        let mut conn = self.conn().await?;
+        store::pending_approvals(&mut conn, MAX_APPROVALS_LISTED)
+            .await?
+            .iter()
+            .map(to_payment)
+            .collect()
+    }
+
+    /// `POST /v1/treasury/approvals/{id}/approve` (`approve = true`) or `.../deny`.
+    pub async fn decide_approval(
+        self: &Arc<Self>,
+        caller: &str,
+        payment_id: &str,
+        approve: bool,
+        req: treasury::ApprovalRequest,
+    ) -> Result<Stored, TreasuryError> {
+        idempotency::validate_key(&req.idempotency_key)?;
+        if req.note.chars().count() > MAX_NOTE_LEN {
+            return Err(TreasuryError::InvalidRequest(format!(
+                "note is longer than {MAX_NOTE_LEN} characters"
+            )));
+        }
+        let (_, policy) = self.policies.current().await?;
+        let now = self.clock.now_ms();
+        let scope = format!("treasury.approvals/{caller}");
+        let fingerprint = idempotency::fingerprint(&(payment_id, approve, &req))?;
+        let mut tx = self.db.begin().await?;
+        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
+            Claim::Conflict => return Err(TreasuryError::IdempotencyConflict),
+            Claim::Replay {
+                status_code,
+                response,
+            } => {
+                tx.rollback().await?;
+                let body = serde_json::from_str(&response).map_err(|e| corrupt(&e.to_string()))?;
+                return Ok(Stored {
+                    status: StatusCode::from_u16(status_code).unwrap_or(StatusCode::OK),
+                    body,
+                });
+            }
+            Claim::InProgress { resource_id } => {
+                tx.rollback().await?;
+                let id = resource_id.ok_or(TreasuryError::RequestInProgress)?;
+                return self.stored(&id, StatusCode::OK).await;
+            }
+            Claim::New => {}
+        }
+        let row = store::get(&mut tx, payment_id)
+            .await?
+            .ok_or(TreasuryError::PaymentNotFound)?;
+        if row.state != PENDING_APPROVAL {
+            return Err(TreasuryError::NotPendingApproval { state: row.state });
+        }
+        if !policy.approvals.allow_self_approval && row.requested_by == caller {
+            return Err(TreasuryError::SelfApproval);
+        }
+        if row.approval_expires_at_ms.is_some_and(|at| now >= at) {
+            // Expired but not swept yet: the sweeper's work, done now; the caller learns why.
+            tx.rollback().await?;
+            self.expire_approval(&row).await?;
+            return Err(TreasuryError::ApprovalExpired);
+        }
+        if !approve {
+            tx.rollback().await?;
+            self.finish(
+                &row,
+                End {
+                    state: DENIED,
+                    failure_code: Some("APPROVAL_DENIED".into()),
+                    failure_reason: Some("denied_by_approver".into()),
+                    approver: Some(caller.to_owned()),
+                    reason_code: Some("denied_by_approver".into()),
+                    ..End::default()
+                },
+            )
+            .await?;
+            return self
+                .complete_decision(&scope, &req.idempotency_key, &fingerprint, payment_id)
+                .await;
+        }
+        let mut next = row.clone();
+        next.state = IN_FLIGHT.into();
+        next.stage = STAGE_START.into();
+        next.approver = Some(caller.to_owned());
+        next.updated_at_ms = now;
+        if !store::update(&mut tx, &next, &row.state, &row.stage).await? {
+            return Err(TreasuryError::NotPendingApproval {
+                state: "changing".into(),
+            });
+        }
+        idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, payment_id).await?;
+        self.event(&mut tx, "payment.approved", &next, now).await?;
+        self.event(&mut tx, "payment.in_flight", &next, now).await?;
+        tx.commit().await?;
+        match self.run(payment_id).await {
+            Ok(Progress::Pending) | Err(TreasuryError::Hydra(_)) => {
+                self.spawn_tracker(payment_id.to_owned());
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        let stored = self.stored(payment_id, StatusCode::OK).await?;
+        let mut tx = self.db.begin().await?;
+        idempotency::complete(
+            &mut tx,
+            &scope,
+            &req.idempotency_key,
+            stored.status.as_u16(),
+            &stored.body.to_string(),
+            self.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Claims the approver's key again (in its own transaction, the decision being committed)
+    /// and stores the answer.
+    async fn complete_decision(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        payment_id: &str,
+    ) -> Result<Stored, TreasuryError> {
+        let stored = self.stored(payment_id, StatusCode::OK).await?;
+        let now = self.clock.now_ms();
+        let mut tx = self.db.begin().await?;
+        if let Claim::New = idempotency::claim(&mut tx, scope, key, fingerprint, now).await? {
+            idempotency::complete(
+                &mut tx,
+                scope,
+                key,
+                stored.status.as_u16(),
+                &stored.body.to_string(),
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(stored)
+    }
+
+    async fn expire_approval(&self, row: &PaymentRow) -> Result<bool, TreasuryError> {
+        self.finish(
+            row,
+            End {
+                state: DENIED,
+                failure_code: Some("APPROVAL_EXPIRED".into()),
+                failure_reason: Some("approval_expired".into()),
+                reason_code: Some("approval_expired".into()),
+                ..End::default()
+            },
+        )
+        .await
+    }
+
+    /// Ends what waited too long at the service clock: approvals past their expiry are denied
+    /// (`approval_expired`) and issued envelopes past theirs fail (`ENVELOPE_EXPIRED`), their
+    /// reservations voided. Returns how many attempts it ended.
+    pub async fn sweep(&self) -> Result<usize, TreasuryError> {
+        let now = self.clock.now_ms();
+        let (approvals, envelopes) = {
+            let mut conn = self.conn().await?;
+            (
+                store::expired_approvals(&mut conn, now, SWEEP_BATCH).await?,
+                store::expired_envelopes(&mut conn, now, SWEEP_BATCH).await?,
+            )
+        };
+        let mut ended = 0;
+        for row in &approvals {
+            if self.expire_approval(row).await? {
+                ended += 1;
+            }
+        }
+        for row in &envelopes {
+            let end = End {
+                state: FAILED,
+                failure_code: Some("ENVELOPE_EXPIRED".into()),
+                failure_reason: Some(
+                    "the credit envelope was not settled before it expired".into(),
+                ),
+                ..End::default()
+            };
+            if self.finish(row, end).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Sweeps every `interval` for the life of the process.
+    pub fn spawn_sweeper(self: &Arc<Self>, interval: Duration) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                if let Err(e) = this.sweep().await {
+                    tracing::warn!("approval and envelope sweep failed: {e}");
+                }
+            }
+        });
+    }
+
+    /// `POST /v1/treasury/payments/{id}/settle`: settles the payment's issued credit envelope
+    /// with the Aegis verification of its work.
+    pub async fn settle(
+        self: &Arc<Self>,
+        caller: &str,
+        payment_id: &str,
+        req: treasury::SettlePaymentRequest,
+    ) -> Result<Stored, TreasuryError> {
+        idempotency::validate_key(&req.idempotency_key)?;
+        if !budget::valid_id(&req.verification_id)
+            || req.verification_id.len() > MAX_VERIFICATION_ID_LEN
+        {
+            return Err(TreasuryError::InvalidRequest(format!(
+                "verification_id must be 1..={MAX_VERIFICATION_ID_LEN} characters of [A-Za-z0-9._:-]"
+            )));
+        }
+        Hash::parse(&req.verification_receipt_hash).map_err(|_| {
+            TreasuryError::InvalidRequest(
+                "verification_receipt_hash must be sha256: and 64 lowercase hex digits".into(),
+            )
+        })?;
+        let now = self.clock.now_ms();
+        let scope = format!("treasury.settle/{caller}");
+        let fingerprint = idempotency::fingerprint(&(payment_id, &req))?;
+        let mut tx = self.db.begin().await?;
+        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
+            Claim::Conflict => return Err(TreasuryError::IdempotencyConflict),
+            Claim::Replay {
+                status_code,
+                response,
+            } => {
+                tx.rollback().await?;
+                let body = serde_json::from_str(&response).map_err(|e| corrupt(&e.to_string()))?;
+                return Ok(Stored {
+                    status: StatusCode::from_u16(status_code).unwrap_or(StatusCode::OK),
+                    body,
+                });
+            }
+            Claim::InProgress { resource_id } => {
+                tx.rollback().await?;
+                let id = resource_id.ok_or(TreasuryError::RequestInProgress)?;
+                return self.stored(&id, StatusCode::ACCEPTED).await;
+            }
+            Claim::New => {}
+        }
+        let row = store::get(&mut tx, payment_id)
+            .await?
+            .ok_or(TreasuryError::PaymentNotFound)?;
+        if row.state != IN_FLIGHT || row.stage != STAGE_ENVELOPE_ISSUED {
+            return Err(TreasuryError::NotSettleable {
+                state: row.state,
+                stage: row.stage,
+            });
+        }
+        let mut next = row.clone();
+        next.stage = STAGE_ENVELOPE_SETTLING.into();
+        next.verification_id = Some(req.verification_id.clone());
+        next.verification_receipt_hash = Some(req.verification_receipt_hash.clone());
+        next.updated_at_ms = now;
+        if !store::update(&mut tx, &next, &row.state, &row.stage).await? {
+            return Err(TreasuryError::NotSettleable {
+                state: row.state,
+                stage: "changing".into(),
+            });
+        }
+        idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, payment_id).await?;
+        self.event(&mut tx, "payment.settling", &next, now).await?;
+        tx.commit().await?;
+        match self.run(payment_id).await {
+            Ok(Progress::Pending) => {
+                self.spawn_tracker(payment_id.to_owned());
+                self.stored(payment_id, StatusCode::ACCEPTED).await
+            }
+            Ok(_) => {
+                let stored = self.stored(payment_id, StatusCode::CREATED).await?;
+                let mut tx = self.db.begin().await?;
+                idempotency::complete(
+                    &mut tx,
+                    &scope,
+                    &req.idempotency_key,
+                    stored.status.as_u16(),
+                    &stored.body.to_string(),
+                    self.clock.now_ms(),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(stored)
+            }
+            Err(TreasuryError::Hydra(e)) if !e.retryable => {
+                // Refused: the attempt is back to `envelope_issued`; the key is given back.
+                let mut tx = self.db.begin().await?;
+                idempotency::release(&mut tx, &scope, &req.idempotency_key).await?;
+                tx.commit().await?;
+                Err(TreasuryError::Hydra(e))
+            }
+            Err(TreasuryError::Hydra(_)) => {
+                self.spawn_tracker(payment_id.to_owned());
+                self.stored(payment_id, StatusCode::ACCEPTED).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /v1/treasury/policy/evaluate`: the decision a payment would get now, and whether its
+    /// reservation would fit each budget. Reads only.
+    pub async fn evaluate(
+        &self,
+        req: &treasury::EvaluateRequest,
+    ) -> Result<treasury::EvaluateResponse, TreasuryError> {
+        let now = self.clock.now_ms();
+        let input = check_input(
+            &self.config,
+            now,
+            &req.agent_id,
+            &req.invoice,
+            &req.l402_challenge,
+            req.amount_msat,
+            req.max_fee_msat,
+            &req.purpose,
+            &req.host,
+        )?;
+        let ctx = self.context(&input.agent_id).await?;
+        let mut conn = self.conn().await?;
+        let (mut decision, budgets, payee_known) = self.decide_in(&mut conn, &ctx, &input).await?;
+        let mut checks = Vec::new();
+        let mut refusal = None;
+        for b in &budgets {
+            let status = budget::status(&mut conn, b, now).await?;
+            let fits = budget::fits(&status, decision.reserve_msat, decision.budget_cap_bps);
+            if !fits && refusal.is_none() {
+                refusal = Some(Refusal::Exceeded {
+                    kind: b.kind,
+                    label: b.label(),
+                    capped: decision.budget_cap_bps.is_some(),
+                });
+            }
+            checks.push(treasury::BudgetCheck {
+                budget: b.label(),
+                window: status.window.key.clone(),
+                available_msat: status.available.as_u64(),
+                needed_msat: decision.reserve_msat.as_u64(),
+                fits,
+                period_end_ms: status.window.end_ms.unwrap_or(0),
+            });
+        }
+        if decision.outcome != Outcome::Deny
+            && let Some(r) = refusal
+        {
+            decision.deny(r.rule(), r.reason_code(), refusal_why(&r));
+        }
+        Ok(treasury::EvaluateResponse {
+            decision: Some(decision_to_proto(&decision)),
+            budgets: checks,
+            org_id: ctx.org.unwrap_or_default(),
+            payee_known,
+            payee_pubkey: input.invoice.payee_pubkey,
+        })
     }
 
     pub fn spawn_tracker(self: &Arc<Self>, payment_id: String) {
@@ -581,20 +1762,20 @@ impl Payments {
         let id = payment_id.clone();
         self.tracker.spawn(payment_id, move || {
             let (this, id) = (this.clone(), id.clone());
-            async move { this.attempt(&id).await }
+            async move {
+                this.run(&id)
+                    .await
+                    .map(|p| matches!(p, Progress::Done | Progress::Parked))
+            }
         });
     }
 
-    /// After a restart: drive every attempt left in flight to its end.
+    /// After a restart: drive every attempt left in flight to its end (or to where it waits).
     pub async fn recover(self: &Arc<Self>) -> Result<usize, TreasuryError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
-        let rows = store::in_flight(&mut conn, RECOVERY_BATCH).await?;
-        drop(conn);
+        let rows = {
+            let mut conn = self.conn().await?;
+            store::in_flight(&mut conn, RECOVERY_BATCH).await?
+        };
         for r in &rows {
             self.spawn_tracker(r.payment_id.clone());
         }
@@ -602,36 +1783,78 @@ impl Payments {
     }
 }
 
-fn corrupt(what: &str) -> TreasuryError {
-    TreasuryError::Store(oa_store::StoreError::Corrupt(what.to_owned()))
+pub fn decision_to_proto(d: &Decision) -> treasury::PolicyDecision {
+    treasury::PolicyDecision {
+        outcome: d.outcome.as_str().into(),
+        policy_bundle_id: d.policy_bundle_id.clone(),
+        rule: d.rule.clone(),
+        reason_code: d.reason_code.clone().unwrap_or_default(),
+        reasons: d.reasons.clone(),
+        rails: d.rails.iter().map(|r| r.as_str().to_owned()).collect(),
+        choose: match d.choose {
+            Choose::Order => "order",
+            Choose::Score => "score",
+        }
+        .into(),
+        fallback: d.fallback,
+        risk: d.risk.clone(),
+        budget_cap_bps: d.budget_cap_bps.unwrap_or(0),
+        reserve_msat: d.reserve_msat.as_u64(),
+    }
 }
 
-pub fn to_response(p: &PaymentRow, receipt: Option<&Receipt>) -> treasury::PaymentResponse {
+fn to_payment(p: &PaymentRow) -> Result<treasury::Payment, TreasuryError> {
     let state = match p.state.as_str() {
         DENIED => treasury::PaymentState::Denied,
+        PENDING_APPROVAL => treasury::PaymentState::PendingApproval,
         SUCCEEDED => treasury::PaymentState::Succeeded,
         FAILED => treasury::PaymentState::Failed,
         _ => treasury::PaymentState::InFlight,
     };
-    treasury::PaymentResponse {
-        payment: Some(treasury::Payment {
-            payment_id: p.payment_id.clone(),
-            idempotency_key: p.idempotency_key.clone(),
-            agent_id: p.agent_id.clone(),
-            state: state as i32,
-            payment_hash: p.payment_hash.clone(),
-            amount_msat: p.amount.as_u64(),
-            max_fee_msat: p.max_fee.as_u64(),
-            fee_msat: p.fee.as_u64(),
-            preimage: p.preimage.clone().unwrap_or_default(),
-            rail: p.rail.clone(),
-            purpose: p.purpose.clone(),
-            failure_code: p.failure_code.clone().unwrap_or_default(),
-            failure_reason: p.failure_reason.clone().unwrap_or_default(),
-            created_at_ms: p.created_at_ms,
-            updated_at_ms: p.updated_at_ms,
-            receipt_hash: p.receipt_hash.clone().unwrap_or_default(),
-        }),
+    // Attempts from before policies have no decision to show.
+    let decision = serde_json::from_str::<Decision>(&p.decision_json)
+        .ok()
+        .map(|d| decision_to_proto(&d));
+    Ok(treasury::Payment {
+        payment_id: p.payment_id.clone(),
+        idempotency_key: p.idempotency_key.clone(),
+        agent_id: p.agent_id.clone(),
+        state: state as i32,
+        payment_hash: p.payment_hash.clone(),
+        amount_msat: p.amount.as_u64(),
+        max_fee_msat: p.max_fee.as_u64(),
+        fee_msat: p.fee.as_u64(),
+        preimage: p.preimage.clone().unwrap_or_default(),
+        rail: p.rail.clone(),
+        purpose: p.purpose.clone(),
+        failure_code: p.failure_code.clone().unwrap_or_default(),
+        failure_reason: p.failure_reason.clone().unwrap_or_default(),
+        created_at_ms: p.created_at_ms,
+        updated_at_ms: p.updated_at_ms,
+        receipt_hash: p.receipt_hash.clone().unwrap_or_default(),
+        org_id: p.org_id.clone().unwrap_or_default(),
+        host: p.host.clone().unwrap_or_default(),
+        payee_pubkey: p.payee_pubkey.clone(),
+        source: p.source.clone(),
+        decision,
+        stage: p.stage.clone(),
+        rails: p.rails.clone(),
+        reserved_msat: p.reserved.as_u64(),
+        approval_expires_at_ms: p.approval_expires_at_ms.unwrap_or(0),
+        approver: p.approver.clone().unwrap_or_default(),
+        envelope_id: p.envelope_id.clone().unwrap_or_default(),
+        envelope_expires_at_ms: p.envelope_expires_at_ms.unwrap_or(0),
+        credit_fee_msat: p.credit_fee.as_u64(),
+        requested_by: p.requested_by.clone(),
+    })
+}
+
+pub fn to_response(
+    p: &PaymentRow,
+    receipt: Option<&Receipt>,
+) -> Result<treasury::PaymentResponse, TreasuryError> {
+    Ok(treasury::PaymentResponse {
+        payment: Some(to_payment(p)?),
         receipt: receipt.map(oa_service::receipts::to_proto),
-    }
+    })
 }
