@@ -55,6 +55,16 @@ pub const OPS_CHANNEL_CLOSE: &str = "oa.ops.channel_close_receipt.v1";
 pub const EXECUTOR_CHANNEL_ACTION: &str = "oa.wallet_executor.channel_action_receipt.v1";
 pub const EXECUTOR_REBALANCE: &str = "oa.wallet_executor.rebalance_receipt.v1";
 
+/// Hydra's receipts for an agent's deposit (credited from an invoice settlement) and withdrawal.
+pub const HYDRA_DEPOSIT: &str = "oa.hydra.deposit_receipt.v1";
+pub const HYDRA_WITHDRAW: &str = "oa.hydra.withdraw_receipt.v1";
+/// The wallet-executor's receipt for a settled invoice of our node.
+pub const EXECUTOR_INVOICE_SETTLEMENT: &str = "oa.wallet_executor.invoice_settlement_receipt.v1";
+/// Treasury's receipt for an attempt that paid through a Hydra credit envelope.
+pub const TREASURY_ENVELOPE_ATTEMPT: &str = "oa.treasury.envelope_attempt_receipt.v1";
+/// Aegis's receipt for a claim's resolution (paid, denied, payment failed).
+pub const AEGIS_CLAIM_RESOLUTION: &str = "oa.aegis.claim_resolution_receipt.v1";
+
 /// Every cross-service rule the auditor enforces.
 pub const LINK_RULES: &[LinkRule] = &[
     // Hydra pays through the executor: a successful pay links the executor's receipt for the
@@ -209,6 +219,63 @@ pub const LINK_RULES: &[LinkRule] = &[
             ("action", "action"),
             ("chan_id", "chan_id"),
             ("closing_txid", "closing_txid"),
+        ],
+        equal_totals: &[],
+    },
+    // Aegis pays a claim through Hydra: a paid claim resolution links Hydra's invoice-pay receipt
+    // for the claimant's invoice (same payment hash) and the payout (same amount).
+    LinkRule {
+        from: AEGIS_CLAIM_RESOLUTION,
+        to: HYDRA_INVOICE_PAY,
+        required_when: ("status", &["paid"]),
+        hash_field: Some("hydra_receipt"),
+        equal: &[
+            ("payment_hash", "payment_hash"),
+            ("amount_msat", "amount_msat"),
+        ],
+        equal_totals: &[],
+    },
+    // Hydra credits a deposit from the executor's settlement of its invoice: same invoice, same
+    // amounts, same position in the settlement log.
+    LinkRule {
+        from: HYDRA_DEPOSIT,
+        to: EXECUTOR_INVOICE_SETTLEMENT,
+        required_when: ("status", &["credited"]),
+        hash_field: Some("executor_receipt"),
+        equal: &[
+            ("payment_hash", "payment_hash"),
+            ("amount_msat", "amount_msat"),
+            ("amount_paid_msat", "amount_paid_msat"),
+            ("settle_index", "settle_index"),
+        ],
+        equal_totals: &[],
+    },
+    // A withdrawal paid through the executor: same payment, amount and fee.
+    LinkRule {
+        from: HYDRA_WITHDRAW,
+        to: EXECUTOR_PAYMENT,
+        required_when: ("status", &["succeeded"]),
+        hash_field: Some("executor_receipt"),
+        equal: &[
+            ("payment_hash", "payment_hash"),
+            ("amount_msat", "amount_msat"),
+            ("fee_msat", "fee_msat"),
+        ],
+        equal_totals: &[(&["amount_msat", "fee_msat"], &["amount_msat", "fee_msat"])],
+    },
+    // Treasury paid through a credit envelope: Hydra settled that envelope for the same invoice,
+    // amount, routing fee and credit fee.
+    LinkRule {
+        from: TREASURY_ENVELOPE_ATTEMPT,
+        to: HYDRA_ENVELOPE_SETTLEMENT,
+        required_when: ("state", &["succeeded"]),
+        hash_field: Some("hydra_receipt"),
+        equal: &[
+            ("envelope_id", "envelope_id"),
+            ("payment_hash", "payment_hash"),
+            ("amount_msat", "amount_msat"),
+            ("fee_msat", "fee_msat"),
+            ("credit_fee_msat", "credit_fee_msat"),
         ],
         equal_totals: &[],
     },

@@ -9,15 +9,23 @@
 //! between ledgers, so conservation holds per asset.
 //!
 //! **Accounts** (BTC ledger):
-//! - `funding`: where the pool's capital comes from (until deposits exist, the configured pool
-//!   size is moved from it at start-up).
-//! - `pool` (no overdraft, with history): the credit pool. An envelope's cap is reserved from it
-//!   by a pending transfer, so the pool can never promise more than it holds, under any
-//!   concurrency.
+//! - `funding`: where the pool's capital comes from (the configured pool size is moved from it at
+//!   start-up).
+//! - `pool` (no overdraft, with history): Hydra's own capital. An envelope's cap and a liquidity
+//!   pay's amount + fee limit are reserved from it by pending transfers, so the pool can never
+//!   promise more than it holds, under any concurrency.
 //! - `agent:<agent_id>:credit`: what an agent drew on credit: posted credits are what Hydra paid
 //!   providers for it (amount + routing fee) plus credit fees; pending credits are its open
 //!   envelopes' caps (its exposure).
 //! - `credit_fees`: the counterpart of credit fees charged; its debits are the fees earned.
+//! - `agent:<agent_id>:balance` (no overdraft, with history): what Hydra owes an agent: credited
+//!   by its deposits, debited by its withdrawals (pending while a withdrawal is queued or in
+//!   flight, so the same money can never be withdrawn twice, under any concurrency).
+//! - `deposits`: the counterpart of deposits; its net debits are what agents paid in.
+//! - `withdrawals`: the counterpart of withdrawals; its credits are what left to agents' invoices
+//!   (amount + routing fee).
+//! - `payments`: the counterpart of liquidity pays; its credits are what the pool paid out
+//!   (amount + routing fee).
 //!
 //! **Envelope transfers** (ids derive from the envelope id, so every retry is idempotent):
 //! `env:<id>:reserve` (pending, pool -> agent, the cap, no ledger timeout: the envelope's own
@@ -25,6 +33,16 @@
 //! to post after it), then either `env:<id>:post` (posts amount + routing fee; the rest returns to
 //! the pool) linked with `env:<id>:fee` (credit_fees -> agent, the credit fee), or
 //! `env:<id>:void`.
+//!
+//! **Liquidity pays** draw from the pool (whoever `payer_ref` names: treasury keeps the agents'
+//! budgets, Hydra pays from its own capital): `pay:<quote_id>:reserve` (pending, pool ->
+//! payments, amount + fee limit) when the payment starts, then `pay:<quote_id>:post` (amount +
+//! routing fee) or `pay:<quote_id>:void`, in the transaction that records the outcome. The pool's
+//! balance is therefore what Hydra still holds of its capital.
+//!
+//! **Deposits and withdrawals**: `dep:<deposit_id>` (deposits -> agent, what the payer paid),
+//! once per deposit; `wd:<withdrawal_id>:reserve` (pending, agent -> withdrawals, amount + fee
+//! limit), then `wd:<withdrawal_id>:post` (amount + routing fee) or `wd:<withdrawal_id>:void`.
 //!
 //! **FX** (per asset): `fx:<CUR>` is Hydra's FX book and `agent:<agent_id>:fx:<CUR>` the agent's
 //! position; neither has a balance limit (fiat is funded outside the Lightning ledger). A
@@ -49,6 +67,11 @@ const ACCOUNT_AGENT_CREDIT: u16 = 3;
 const ACCOUNT_CREDIT_FEES: u16 = 4;
 const ACCOUNT_FX_BOOK: u16 = 5;
 const ACCOUNT_AGENT_FX: u16 = 6;
+/// The code of agents' balance accounts (summed for the withdrawal throttle's liabilities).
+pub const ACCOUNT_AGENT_BALANCE: u16 = 7;
+const ACCOUNT_DEPOSITS: u16 = 8;
+const ACCOUNT_WITHDRAWALS: u16 = 9;
+const ACCOUNT_PAYMENTS: u16 = 10;
 
 const TRANSFER_FUND: u16 = 1;
 const TRANSFER_DEFUND: u16 = 2;
@@ -56,10 +79,16 @@ const TRANSFER_ENVELOPE: u16 = 3;
 const TRANSFER_CREDIT_FEE: u16 = 4;
 const TRANSFER_FX_SELL: u16 = 5;
 const TRANSFER_FX_BUY: u16 = 6;
+const TRANSFER_DEPOSIT: u16 = 7;
+const TRANSFER_WITHDRAWAL: u16 = 8;
+const TRANSFER_PAY: u16 = 9;
 
 pub const FUNDING: &str = "funding";
 pub const POOL: &str = "pool";
 pub const CREDIT_FEES: &str = "credit_fees";
+pub const DEPOSITS: &str = "deposits";
+pub const WITHDRAWALS: &str = "withdrawals";
+pub const PAYMENTS: &str = "payments";
 
 /// The ledger of an asset: [`LEDGER_BTC`] or a fiat currency's ISO 4217 numeric code.
 pub fn ledger_of(currency: &str) -> Option<u32> {
@@ -77,6 +106,18 @@ pub fn ledger_of(currency: &str) -> Option<u32> {
 
 pub fn agent_credit_account(agent: &str) -> String {
     format!("agent:{agent}:credit")
+}
+
+pub fn agent_balance_account(agent: &str) -> String {
+    format!("agent:{agent}:balance")
+}
+
+pub fn withdrawal_reservation_id(withdrawal_id: &str) -> String {
+    format!("wd:{withdrawal_id}:reserve")
+}
+
+pub fn pay_reservation_id(quote_id: &str) -> String {
+    format!("pay:{quote_id}:reserve")
 }
 
 fn fx_book_account(currency: &str) -> String {
@@ -124,6 +165,9 @@ pub async fn init(
             NewAccount::new(POOL, LEDGER_BTC, ACCOUNT_POOL)
                 .with_flags(AccountFlags::no_overdraft().with_history()),
             NewAccount::new(CREDIT_FEES, LEDGER_BTC, ACCOUNT_CREDIT_FEES),
+            NewAccount::new(DEPOSITS, LEDGER_BTC, ACCOUNT_DEPOSITS),
+            NewAccount::new(WITHDRAWALS, LEDGER_BTC, ACCOUNT_WITHDRAWALS),
+            NewAccount::new(PAYMENTS, LEDGER_BTC, ACCOUNT_PAYMENTS),
         ],
         now_ms,
     )
@@ -190,8 +234,176 @@ pub async fn pool(conn: &mut AnyConnection) -> Result<oa_ledger::Balances, Hydra
 /// Why a reservation was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// The pool has less available than the cap.
+    /// The pool has less available than the cap (or a pay's amount + fee limit).
     PoolExhausted,
+}
+
+/// A withdrawal's amount + fee limit is more than the agent's available balance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InsufficientBalance;
+
+/// What Hydra owes agents in total: the sum of their balance accounts' posted credits minus posted
+/// debits. Only deposits credit those accounts (from `deposits`) and only withdrawals debit them
+/// (to `withdrawals`), so the sum is `deposits`' posted debits minus `withdrawals`' posted
+/// credits: two account reads instead of a scan of every agent's account. (Tests check it
+/// against the scan.)
+pub async fn agent_liabilities(conn: &mut AnyConnection) -> Result<Msat, HydraError> {
+    let deposits = account(conn, DEPOSITS).await?.balances;
+    let withdrawals = account(conn, WITHDRAWALS).await?.balances;
+    let owed = deposits
+        .debits_posted_msat
+        .checked_sub(withdrawals.credits_posted_msat)
+        .ok_or_else(|| ledger_err("more was withdrawn than deposited"))?;
+    Msat::new(owed).map_err(ledger_err)
+}
+
+/// An agent's balance account, if it has one (it is created by its first deposit).
+pub async fn agent_balance(
+    conn: &mut AnyConnection,
+    agent: &str,
+) -> Result<Option<oa_ledger::Balances>, HydraError> {
+    Ok(oa_ledger::get_account(conn, &agent_balance_account(agent))
+        .await
+        .map_err(ledger_err)?
+        .map(|a| a.balances))
+}
+
+/// Credits a settled deposit to the agent's balance, once per deposit id.
+pub async fn credit_deposit(
+    conn: &mut AnyConnection,
+    agent: &str,
+    deposit_id: &str,
+    amount: Msat,
+    now_ms: u64,
+) -> Result<String, HydraError> {
+    ensure(
+        conn,
+        &[NewAccount::new(
+            agent_balance_account(agent),
+            LEDGER_BTC,
+            ACCOUNT_AGENT_BALANCE,
+        )
+        .with_flags(AccountFlags::no_overdraft().with_history())],
+        now_ms,
+    )
+    .await?;
+    let id = format!("dep:{deposit_id}");
+    let t = NewTransfer::single(
+        id.clone(),
+        DEPOSITS,
+        agent_balance_account(agent),
+        amount,
+        LEDGER_BTC,
+        TRANSFER_DEPOSIT,
+    );
+    expect_ok(
+        oa_ledger::create_transfer(conn, &t, now_ms)
+            .await
+            .map_err(ledger_err)?,
+    )?;
+    Ok(id)
+}
+
+/// Reserves a withdrawal's amount + fee limit from the agent's balance (pending transfer; the
+/// no-overdraft flag refuses it when the balance lacks room, and an agent without a balance
+/// account has nothing to withdraw).
+pub async fn reserve_withdrawal(
+    conn: &mut AnyConnection,
+    agent: &str,
+    withdrawal_id: &str,
+    amount: Msat,
+    now_ms: u64,
+) -> Result<Result<(), InsufficientBalance>, HydraError> {
+    let t = NewTransfer::pending(
+        withdrawal_reservation_id(withdrawal_id),
+        agent_balance_account(agent),
+        WITHDRAWALS,
+        amount,
+        LEDGER_BTC,
+        TRANSFER_WITHDRAWAL,
+        None,
+    );
+    match oa_ledger::create_transfer(conn, &t, now_ms)
+        .await
+        .map_err(ledger_err)?
+    {
+        Ok(_) => Ok(Ok(())),
+        Err(TransferError::ExceedsCredits | TransferError::DebitAccountNotFound) => {
+            Ok(Err(InsufficientBalance))
+        }
+        Err(e) => Err(ledger_err(e)),
+    }
+}
+
+/// Ends a withdrawal's reservation: posts `used` (amount + routing fee) when paid, or voids it.
+pub async fn resolve_withdrawal(
+    conn: &mut AnyConnection,
+    withdrawal_id: &str,
+    used: Option<Msat>,
+    now_ms: u64,
+) -> Result<(), HydraError> {
+    let pending = withdrawal_reservation_id(withdrawal_id);
+    let t = match used {
+        Some(used) => NewTransfer::post(format!("wd:{withdrawal_id}:post"), pending, Some(used)),
+        None => NewTransfer::void(format!("wd:{withdrawal_id}:void"), pending),
+    };
+    expect_ok(
+        oa_ledger::create_transfer(conn, &t, now_ms)
+            .await
+            .map_err(ledger_err)?,
+    )
+}
+
+/// Reserves a liquidity pay's amount + fee limit from the pool.
+pub async fn reserve_pay(
+    conn: &mut AnyConnection,
+    quote_id: &str,
+    amount: Msat,
+    now_ms: u64,
+) -> Result<Result<(), Refusal>, HydraError> {
+    let t = NewTransfer::pending(
+        pay_reservation_id(quote_id),
+        POOL,
+        PAYMENTS,
+        amount,
+        LEDGER_BTC,
+        TRANSFER_PAY,
+        None,
+    );
+    match oa_ledger::create_transfer(conn, &t, now_ms)
+        .await
+        .map_err(ledger_err)?
+    {
+        Ok(_) => Ok(Ok(())),
+        Err(TransferError::ExceedsCredits) => Ok(Err(Refusal::PoolExhausted)),
+        Err(e) => Err(ledger_err(e)),
+    }
+}
+
+/// Ends a liquidity pay's reservation: posts `used` (amount + routing fee) when paid, or voids
+/// it. A quote that started paying before pays drew from the pool has no reservation: nothing
+/// to resolve.
+pub async fn resolve_pay(
+    conn: &mut AnyConnection,
+    quote_id: &str,
+    used: Option<Msat>,
+    now_ms: u64,
+) -> Result<(), HydraError> {
+    let pending = pay_reservation_id(quote_id);
+    let t = match used {
+        Some(used) => NewTransfer::post(format!("pay:{quote_id}:post"), pending, Some(used)),
+        None => NewTransfer::void(format!("pay:{quote_id}:void"), pending),
+    };
+    match oa_ledger::create_transfer(conn, &t, now_ms)
+        .await
+        .map_err(ledger_err)?
+    {
+        Err(TransferError::PendingTransferNotFound) => {
+            tracing::warn!(%quote_id, "a quote paid without a pool reservation (started before pays drew from the pool)");
+            Ok(())
+        }
+        r => expect_ok(r),
+    }
 }
 
 /// Reserves an envelope's cap from the pool (pending transfer; the no-overdraft flag refuses it

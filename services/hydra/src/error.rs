@@ -60,6 +60,31 @@ pub enum HydraError {
         reason_code: &'static str,
         why: String,
     },
+    /// A liquidity pay's amount + fee limit exceeds what the pool has available.
+    #[error("the pool cannot cover this payment now")]
+    PoolCannotPay,
+    /// Part of the contract that this version does not offer; the message says why.
+    #[error("{0}")]
+    NotSupported(String),
+    #[error("no such deposit")]
+    DepositNotFound,
+    #[error("no such withdrawal")]
+    WithdrawalNotFound,
+    #[error(
+        "the agent's available balance is {available_msat} msat; this withdrawal needs {needed_msat} msat (amount + fee limit)"
+    )]
+    InsufficientBalance {
+        available_msat: u64,
+        needed_msat: u64,
+    },
+    #[error("this invoice has a withdrawal queued, in flight or paid already")]
+    InvoiceAlreadyWithdrawn,
+    /// The withdrawal throttle halts withdrawals; `reason_code` says why.
+    #[error("withdrawals are halted: {why}")]
+    WithdrawalsHalted {
+        reason_code: &'static str,
+        why: String,
+    },
     #[error("aegis has no such verification")]
     VerificationNotFound,
     #[error("the verification has no verdict yet; settle once it has one")]
@@ -164,6 +189,35 @@ impl HydraError {
                 .retryable(),
             HydraError::BreakerOpen { reason_code, why } => {
                 ApiError::unavailable("BREAKER_OPEN", why.clone()).with_reason(*reason_code)
+            }
+            HydraError::PoolCannotPay => {
+                ApiError::conflict("INSUFFICIENT_LIQUIDITY", self.to_string())
+                    .with_reason("POOL_EXHAUSTED")
+                    .retryable()
+            }
+            HydraError::NotSupported(m) => ApiError::not_supported(m.clone()),
+            HydraError::DepositNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "DEPOSIT_NOT_FOUND", self.to_string())
+            }
+            HydraError::WithdrawalNotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "WITHDRAWAL_NOT_FOUND",
+                self.to_string(),
+            ),
+            HydraError::InsufficientBalance {
+                available_msat,
+                needed_msat,
+            } => ApiError::conflict("INSUFFICIENT_BALANCE", self.to_string())
+                .with_reason("INSUFFICIENT_BALANCE")
+                .with_detail("available_msat", available_msat.to_string())
+                .with_detail("needed_msat", needed_msat.to_string()),
+            HydraError::InvoiceAlreadyWithdrawn => {
+                ApiError::conflict("INVOICE_ALREADY_WITHDRAWN", self.to_string())
+                    .with_reason("DUPLICATE_INVOICE")
+            }
+            HydraError::WithdrawalsHalted { reason_code, .. } => {
+                ApiError::unavailable("WITHDRAWALS_HALTED", self.to_string())
+                    .with_reason(*reason_code)
             }
             HydraError::VerificationNotFound => ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -1,17 +1,21 @@
-//! Hydra's HTTP authority API (paths from seed 004).
+//! Hydra's HTTP authority API (paths from seed 004). `ROUTES` lists every route with its
+//! request and response messages and the scope a token needs.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{FromRef, State},
+    extract::{FromRef, Path, State},
     routing::{get, post},
 };
 use oa_auth::{Authenticated, Verifier};
 use oa_proto::hydra;
 use oa_service::{ApiError, ProtoJson, Route, Scoped};
 
-use crate::{credit::Credit, fx_desk::FxDesk, liquidity::Liquidity, risk::Risk, routing::Routing};
+use crate::{
+    credit::Credit, deposits::Deposits, fx_desk::FxDesk, liquidity::Liquidity,
+    observability::Observability, risk::Risk, routing::Routing, withdrawals::Withdrawals,
+};
 
 pub const SCOPE_LIQUIDITY: &str = "hydra:liquidity";
 pub const SCOPE_CREDIT: &str = "hydra:credit";
@@ -27,9 +31,12 @@ oa_service::scope!(FxScope, "hydra:fx");
 pub struct HydraState {
     pub liquidity: Arc<Liquidity>,
     pub credit: Arc<Credit>,
+    pub deposits: Arc<Deposits>,
+    pub withdrawals: Arc<Withdrawals>,
     pub routing: Arc<Routing>,
     pub fx: Arc<FxDesk>,
     pub risk: Arc<Risk>,
+    pub observability: Arc<Observability>,
     pub verifier: Arc<Verifier>,
 }
 
@@ -39,7 +46,7 @@ impl FromRef<HydraState> for Arc<Verifier> {
     }
 }
 
-pub const ROUTES: [Route; 15] = [
+pub const ROUTES: [Route; 18] = [
     Route::built(
         "POST",
         "/v1/liquidity/quote_pay",
@@ -59,20 +66,50 @@ pub const ROUTES: [Route; 15] = [
     Route::built(
         "GET",
         "/v1/liquidity/status",
-        "Executor reachability, balances, channel liquidity, breaker state",
+        "Executor reachability, balances, channel liquidity, the pool, breakers, withdrawal throttle (hydra:read or hydra:liquidity)",
         None,
         Some("openagents.hydra.v1.LiquidityStatusResponse"),
         Some(SCOPE_READ),
     ),
-    Route::not_supported(
+    Route::built(
         "POST",
         "/v1/liquidity/deposit",
-        "Deposit by invoice or on-chain address",
+        "Deposit to an agent's balance by invoice (method onchain: 501 NOT_SUPPORTED)",
+        Some("openagents.hydra.v1.DepositRequest"),
+        Some("openagents.hydra.v1.DepositResponse"),
+        Some(SCOPE_LIQUIDITY),
     ),
-    Route::not_supported(
+    Route::built(
+        "GET",
+        "/v1/liquidity/deposit/{deposit_id}",
+        "A deposit, with its receipt once credited (hydra:liquidity or hydra:read)",
+        None,
+        Some("openagents.hydra.v1.DepositResponse"),
+        Some(SCOPE_LIQUIDITY),
+    ),
+    Route::built(
         "POST",
         "/v1/liquidity/withdraw",
-        "Withdraw, throttled by liabilities",
+        "Withdraw from an agent's balance to a BOLT11 invoice, exactly once, under the throttle",
+        Some("openagents.hydra.v1.WithdrawRequest"),
+        Some("openagents.hydra.v1.WithdrawResponse"),
+        Some(SCOPE_LIQUIDITY),
+    ),
+    Route::built(
+        "GET",
+        "/v1/liquidity/withdraw/{withdrawal_id}",
+        "A withdrawal, with its receipt once terminal (hydra:liquidity or hydra:read)",
+        None,
+        Some("openagents.hydra.v1.WithdrawResponse"),
+        Some(SCOPE_LIQUIDITY),
+    ),
+    Route::built(
+        "GET",
+        "/v1/liquidity/balance/{agent_id}",
+        "An agent's balance, reserved and available (hydra:liquidity or hydra:read)",
+        None,
+        Some("openagents.hydra.v1.AgentBalanceResponse"),
+        Some(SCOPE_LIQUIDITY),
     ),
     Route::built(
         "POST",
@@ -146,10 +183,13 @@ pub const ROUTES: [Route; 15] = [
         Some("openagents.hydra.v1.RiskHealthResponse"),
         Some(SCOPE_READ),
     ),
-    Route::not_supported(
+    Route::built(
         "GET",
         "/internal/v1/hydra/observability",
-        "Internal observability",
+        "Selected-route mix, confidence buckets, breaker transitions, withdrawal throttle posture",
+        None,
+        Some("openagents.hydra.v1.ObservabilityResponse"),
+        Some(SCOPE_READ),
     ),
 ];
 
@@ -158,6 +198,15 @@ pub fn router(state: HydraState) -> Router {
         .route("/v1/liquidity/quote_pay", post(quote_pay))
         .route("/v1/liquidity/pay", post(pay))
         .route("/v1/liquidity/status", get(status))
+        .route("/v1/liquidity/deposit", post(deposit))
+        .route("/v1/liquidity/deposit/{deposit_id}", get(get_deposit))
+        .route("/v1/liquidity/withdraw", post(withdraw))
+        .route(
+            "/v1/liquidity/withdraw/{withdrawal_id}",
+            get(get_withdrawal),
+        )
+        .route("/v1/liquidity/balance/{agent_id}", get(balance))
+        .route("/internal/v1/hydra/observability", get(observability))
         .route("/v1/credit/intent", post(credit_intent))
         .route("/v1/credit/offer", post(credit_offer))
         .route("/v1/credit/envelope", post(credit_envelope))
@@ -288,10 +337,13 @@ async fn status(
     State(s): State<HydraState>,
     auth: Authenticated,
 ) -> Result<Json<hydra::LiquidityStatusResponse>, ApiError> {
-    if !auth.has_scope(SCOPE_READ) && !auth.has_scope(SCOPE_LIQUIDITY) {
-        return Err(oa_auth::AuthError::MissingScope(SCOPE_READ.into()).into());
-    }
-    let mut resp = s.liquidity.status().await.map_err(|e| e.to_api())?;
+    require_read(&auth)?;
+    let m = s.withdrawals.measure().await.map_err(|e| e.to_api())?;
+    let mut resp = s
+        .liquidity
+        .status(m.info.as_ref())
+        .await
+        .map_err(|e| e.to_api())?;
     let breakers = s.risk.breakers().await.map_err(|e| e.to_api())?;
     resp.breaker_state = if breakers.iter().any(|b| b.state == "open") {
         "open"
@@ -300,5 +352,95 @@ async fn status(
     }
     .into();
     resp.breakers = breakers;
+    resp.onchain_confirmed_msat = m.balance.as_ref().map_or(0, |b| b.confirmed_balance_msat);
+    resp.withdraw_throttle = Some(
+        s.withdrawals
+            .throttle_proto(&m.throttle)
+            .await
+            .map_err(|e| e.to_api())?,
+    );
     Ok(Json(resp))
+}
+
+/// Reads of liquidity records: `hydra:read` or `hydra:liquidity`.
+fn require_read(auth: &Authenticated) -> Result<(), ApiError> {
+    if !auth.has_scope(SCOPE_READ) && !auth.has_scope(SCOPE_LIQUIDITY) {
+        return Err(oa_auth::AuthError::MissingScope(SCOPE_READ.into()).into());
+    }
+    Ok(())
+}
+
+async fn deposit(
+    State(s): State<HydraState>,
+    auth: Scoped<LiquidityScope>,
+    ProtoJson(req): ProtoJson<hydra::DepositRequest>,
+) -> Result<Json<hydra::DepositResponse>, ApiError> {
+    s.deposits
+        .deposit(&auth.sub, req)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn get_deposit(
+    State(s): State<HydraState>,
+    auth: Authenticated,
+    Path(deposit_id): Path<String>,
+) -> Result<Json<hydra::DepositResponse>, ApiError> {
+    require_read(&auth)?;
+    s.deposits
+        .get(&deposit_id)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn withdraw(
+    State(s): State<HydraState>,
+    auth: Scoped<LiquidityScope>,
+    ProtoJson(req): ProtoJson<hydra::WithdrawRequest>,
+) -> Result<Json<hydra::WithdrawResponse>, ApiError> {
+    s.withdrawals
+        .withdraw(&auth.sub, req)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn get_withdrawal(
+    State(s): State<HydraState>,
+    auth: Authenticated,
+    Path(withdrawal_id): Path<String>,
+) -> Result<Json<hydra::WithdrawResponse>, ApiError> {
+    require_read(&auth)?;
+    s.withdrawals
+        .current(&withdrawal_id)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn balance(
+    State(s): State<HydraState>,
+    auth: Authenticated,
+    Path(agent_id): Path<String>,
+) -> Result<Json<hydra::AgentBalanceResponse>, ApiError> {
+    require_read(&auth)?;
+    s.withdrawals
+        .balance(&agent_id)
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
+}
+
+async fn observability(
+    State(s): State<HydraState>,
+    auth: Authenticated,
+) -> Result<Json<hydra::ObservabilityResponse>, ApiError> {
+    auth.require_scope(SCOPE_READ)?;
+    s.observability
+        .report()
+        .await
+        .map(Json)
+        .map_err(|e| e.to_api())
 }

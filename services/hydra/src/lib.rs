@@ -1,26 +1,32 @@
-//! Hydra: the capital layer. In this version: liquidity (quote and pay BOLT11 invoices through
-//! the wallet-executor, exactly once per quote, with a receipt that links the executor's) and
-//! credit envelopes (intent, offer, envelope, settle after an Aegis verification; the pool and the
-//! reservations in the ledger), the routing score (learning from its own payments), FX (quotes
-//! and settlement in the ledger) and breakers (payment failure and envelope loss rates).
-//! Deposits and withdrawals answer `NOT_SUPPORTED` (they need the executor's receive and
-//! on-chain RPCs).
+//! Hydra: the capital layer. In this version: liquidity (quote and pay BOLT11 invoices from the
+//! pool through the wallet-executor, exactly once per quote, with a receipt that links the
+//! executor's; agents' deposits by invoice, credited from the executor's settlement stream, and
+//! withdrawals to a BOLT11 invoice under a throttle that delays or halts them when liabilities
+//! press on the node's liquidity), credit envelopes (intent, offer, envelope, settle after an
+//! Aegis verification; the pool and the reservations in the ledger), the routing score (learning
+//! from its own payments), FX (quotes and settlement in the ledger), breakers (payment failure and
+//! envelope loss rates) and internal observability. On-chain deposits and withdrawals answer
+//! `NOT_SUPPORTED` (see `deposits.rs` and `withdrawals.rs` for why).
 
 pub mod aegis;
 pub mod book;
 pub mod credit;
+pub mod deposits;
 pub mod error;
 pub mod executor;
 pub mod fx;
 pub mod fx_desk;
 pub mod http;
 pub mod liquidity;
+pub mod observability;
 pub mod risk;
 pub mod routing;
 pub mod scoring;
 pub mod store;
+pub mod throttle;
 pub mod underwriting;
 pub mod validate;
+pub mod withdrawals;
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,18 +35,17 @@ use axum::Router;
 use oa_auth::TokenSource;
 use oa_invoice::Network;
 use oa_money::Msat;
-use oa_service::{
-    Base, Clock, CommonArgs, SystemClock,
-    base::{count_by, run_http},
-};
+use oa_service::{Base, Clock, CommonArgs, SystemClock, base::count_by};
 use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
 
 use crate::{
     aegis::{HttpAegis, Verifications},
     credit::{Credit, CreditConfig},
+    deposits::Deposits,
     executor::{Executor, GrpcExecutor},
     liquidity::{Liquidity, LiquidityConfig, MAX_QUOTE_TTL},
     routing::Routing,
+    withdrawals::Withdrawals,
 };
 
 pub const SERVICE: &str = "hydra";
@@ -56,6 +61,11 @@ pub static MIGRATIONS: MigrationSet = MigrationSet {
         ),
         (3, "routing", include_str!("../migrations/0003_routing.sql")),
         (4, "fx", include_str!("../migrations/0004_fx.sql")),
+        (
+            5,
+            "deposits and withdrawals",
+            include_str!("../migrations/0005_deposits_withdrawals.sql"),
+        ),
     ],
 };
 
@@ -82,7 +92,7 @@ pub struct Config {
     /// How long a quote stays payable (at most 600 s).
     #[arg(long, env = "OA_QUOTE_TTL_SECS", default_value_t = 60)]
     pub quote_ttl_secs: u64,
-    /// Largest invoice amount Hydra quotes.
+    /// Largest invoice amount Hydra quotes, issues for a deposit or pays for a withdrawal.
     #[arg(long, env = "OA_MAX_INVOICE_MSAT", default_value_t = 1_000_000_000)]
     pub max_invoice_msat: u64,
     /// Smallest fee limit of a quote (before the caller's max fee caps it).
@@ -99,8 +109,9 @@ pub struct Config {
     /// verifies (development only).
     #[arg(long, env = "OA_AEGIS_RECEIPT_KEYS", value_delimiter = ',')]
     pub aegis_receipt_keys: Vec<String>,
-    /// Size of the credit pool envelopes reserve from; the difference is moved from the ledger's
-    /// `funding` account at start (until deposits fund it).
+    /// Size of the pool, Hydra's own capital: envelope caps and liquidity pays draw from it (agents'
+    /// deposits are not pool capital). The difference is moved from the ledger's `funding`
+    /// account at start.
     #[arg(long, env = "OA_CREDIT_POOL_MSAT", default_value_t = 10_000_000_000)]
     pub credit_pool_msat: u64,
     /// How long a credit offer can be accepted.
@@ -146,9 +157,21 @@ pub struct Config {
         default_value_t = 100_000_000
     )]
     pub breaker_large_settlement_msat: u64,
-    /// How often the sweeper looks for expired envelopes.
+    /// How often the sweepers look for expired envelopes and due queued withdrawals.
     #[arg(long, env = "OA_SWEEP_INTERVAL_MS", default_value_t = 1_000)]
     pub sweep_interval_ms: u64,
+    /// Withdrawal throttle: at or above this ratio of liabilities (agents' balances + open
+    /// envelope reservations) to liquidity (channels' local balance + confirmed on-chain), in
+    /// basis points, new withdrawals are queued for --withdraw-delay-secs.
+    #[arg(long, env = "OA_WITHDRAW_DELAY_BPS", default_value_t = 8_000)]
+    pub withdraw_delay_bps: u32,
+    /// Withdrawal throttle: at or above this ratio (bps), withdrawals are halted (refused, and
+    /// queued ones wait). At least --withdraw-delay-bps.
+    #[arg(long, env = "OA_WITHDRAW_HALT_BPS", default_value_t = 9_500)]
+    pub withdraw_halt_bps: u32,
+    /// How long a delayed withdrawal waits (and a queued one is pushed back while halted).
+    #[arg(long, env = "OA_WITHDRAW_DELAY_SECS", default_value_t = 600)]
+    pub withdraw_delay_secs: u64,
 }
 
 /// Replacements for Hydra's external dependencies (tests use fakes); `None` builds the real
@@ -163,7 +186,28 @@ pub struct App {
     pub http: Router,
     pub liquidity: Arc<Liquidity>,
     pub credit: Arc<Credit>,
+    pub deposits: Arc<Deposits>,
+    pub withdrawals: Arc<Withdrawals>,
     pub db: Db,
+    /// Set by [`App::stop`]: ends the settlement follower and the withdrawal queue.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl App {
+    /// Re-drives what a previous run left in flight: quotes and envelope settlements being paid,
+    /// withdrawals in `paying` (never re-sent: the executor answers each key with its payment).
+    pub async fn recover(&self) -> anyhow::Result<()> {
+        self.liquidity.recover().await?;
+        self.credit.recover().await?;
+        self.withdrawals.recover().await?;
+        Ok(())
+    }
+
+    /// Stops the settlement follower and the withdrawal queue (the envelope sweeper stops when
+    /// the database closes).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
 }
 
 /// Builds Hydra (and starts its envelope expiry sweeper); `deps` replaces external clients.
@@ -208,6 +252,17 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>, deps: Deps) -> anyhow
         "--fx-spread-bps must be at most {}",
         fx::MAX_SPREAD_BPS
     );
+    anyhow::ensure!(
+        config.withdraw_delay_bps <= config.withdraw_halt_bps
+            && config.withdraw_halt_bps <= throttle::MAX_THRESHOLD_BPS,
+        "--withdraw-delay-bps must be at most --withdraw-halt-bps, at most {}",
+        throttle::MAX_THRESHOLD_BPS
+    );
+    let throttle_config = throttle::ThrottleConfig {
+        delay_bps: config.withdraw_delay_bps,
+        halt_bps: config.withdraw_halt_bps,
+        delay: Duration::from_secs(config.withdraw_delay_secs),
+    };
     let fx_quote_ttl = Duration::from_secs(config.fx_quote_ttl_secs);
     anyhow::ensure!(
         !fx_quote_ttl.is_zero() && fx_quote_ttl <= fx_desk::MAX_QUOTE_TTL,
@@ -253,6 +308,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>, deps: Deps) -> anyhow
         clock: clock.clone(),
         half_life_ms: config.routing_half_life_secs.saturating_mul(1_000).max(1),
     });
+    let max_invoice = Msat::new(config.max_invoice_msat).context("--max-invoice-msat")?;
     let liquidity = Arc::new(Liquidity::new(
         base.db.clone(),
         executor.clone(),
@@ -261,13 +317,41 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>, deps: Deps) -> anyhow
         LiquidityConfig {
             network: config.network,
             quote_ttl,
-            max_invoice: Msat::new(config.max_invoice_msat).context("--max-invoice-msat")?,
+            max_invoice,
             fee_floor: Msat::new(config.fee_floor_msat).context("--fee-floor-msat")?,
             fee_ppm: config.fee_ppm,
         },
         config.executor_receipt_keys.clone(),
         routing.clone(),
     ));
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let deposits = Arc::new(Deposits::new(
+        base.db.clone(),
+        executor.clone(),
+        ReceiptLog::new(SERVICE, base.keys.receipt_key.clone()),
+        clock.clone(),
+        deposits::DepositsConfig {
+            network: config.network,
+            max_amount: max_invoice,
+            executor_keys: config.executor_receipt_keys.clone(),
+        },
+    ));
+    deposits.spawn_follower(stop.subscribe());
+    let withdrawals = Arc::new(Withdrawals::new(
+        base.db.clone(),
+        executor.clone(),
+        ReceiptLog::new(SERVICE, base.keys.receipt_key.clone()),
+        clock.clone(),
+        withdrawals::WithdrawalsConfig {
+            network: config.network,
+            max_amount: max_invoice,
+            throttle: throttle_config,
+            queue_interval: Duration::from_millis(config.sweep_interval_ms),
+            executor_keys: config.executor_receipt_keys.clone(),
+        },
+        liquidity.clone(),
+    ));
+    withdrawals.spawn_queue(stop.subscribe());
     let credit = Arc::new(Credit::new(
         base.db.clone(),
         executor,
@@ -295,12 +379,21 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>, deps: Deps) -> anyhow
         spread_bps: config.fx_spread_bps,
         quote_ttl: fx_quote_ttl,
     });
+    let observability = Arc::new(observability::Observability {
+        db: base.db.clone(),
+        risk: risk.clone(),
+        withdrawals: withdrawals.clone(),
+        deposits: deposits.clone(),
+    });
     let api = http::router(http::HydraState {
         liquidity: liquidity.clone(),
         credit: credit.clone(),
+        deposits: deposits.clone(),
+        withdrawals: withdrawals.clone(),
         routing,
         fx: fx_desk,
         risk,
+        observability,
         verifier: base.keys.verifier.clone(),
     })
     .merge(oa_service::ledger::router(
@@ -323,14 +416,40 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>, deps: Deps) -> anyhow
         http,
         liquidity,
         credit,
+        deposits,
+        withdrawals,
         db: base.db,
+        stop,
     })
+}
+
+/// Serves a built Hydra on `listener` until `shutdown` resolves, then stops its background work
+/// and closes its database. Accepted connections get `TCP_NODELAY`: the API's responses are small,
+/// and Nagle's algorithm with delayed ACKs would hold each one back by up to ~40 ms.
+pub async fn serve(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let result = axum::serve(listener, app.http.clone())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    app.stop();
+    app.db.close().await;
+    result.context("serving HTTP")
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     oa_service::init_tracing(config.common.log_json);
     let app = build(&config, Arc::new(SystemClock), Deps::default()).await?;
-    app.liquidity.recover().await?;
-    app.credit.recover().await?;
-    run_http(SERVICE, config.common.listen, app.http, app.db).await
+    app.recover().await?;
+    let listener = tokio::net::TcpListener::bind(config.common.listen)
+        .await
+        .context("bind HTTP")?;
+    tracing::info!(http = %config.common.listen, "{SERVICE} listening");
+    serve(app, listener, oa_service::shutdown_signal()).await
 }

@@ -6,6 +6,12 @@
 //! tracker after a crash, asks for the same payment), and on the executor's terminal answer
 //! records `paid` or `failed` with Hydra's receipt, which links the executor's, in one transaction.
 //!
+//! The pool pays: starting a payment reserves its amount + fee limit from the pool in the ledger
+//! (a pending transfer in the same transaction as `open -> paying`; a pool without room refuses
+//! with `INSUFFICIENT_LIQUIDITY`), and the outcome posts amount + routing fee or voids it in the
+//! transaction that records it. `payer_ref` is only recorded: treasury keeps the agents' budgets
+//! and calls Hydra for them, so drawing on an agent's Hydra balance here would spend it twice.
+//!
 //! Fee limit rule (deterministic): `min(max_fee_msat, max(fee_floor, ceil(amount * fee_ppm / 1e6)))`.
 
 use std::{sync::Arc, time::Duration};
@@ -24,6 +30,7 @@ use oa_store::{
 use serde::Serialize;
 
 use crate::{
+    book,
     error::HydraError,
     executor::Executor,
     routing::Routing,
@@ -211,7 +218,9 @@ impl Liquidity {
             }
             Claim::New => {}
         }
-        if !store::start_paying(&mut tx, &req.quote_id, &scope, &req.idempotency_key, now).await? {
+        let Some(quote) =
+            store::start_paying(&mut tx, &req.quote_id, &scope, &req.idempotency_key, now).await?
+        else {
             let existing = store::get(&mut tx, &req.quote_id).await?;
             tx.rollback().await?;
             return Err(match existing {
@@ -219,33 +228,50 @@ impl Liquidity {
                 Some(q) if q.state == OPEN => HydraError::QuoteExpired,
                 Some(_) => HydraError::QuoteAlreadyUsed,
             });
+        };
+        let reserve = quote
+            .amount
+            .checked_add(quote.fee_limit)
+            .map_err(|e| corrupt(&format!("quote amount + fee limit: {e}")))?;
+        if let Err(book::Refusal::PoolExhausted) =
+            book::reserve_pay(&mut tx, &req.quote_id, reserve, now).await?
+        {
+            tx.rollback().await?;
+            return Err(HydraError::PoolCannotPay);
         }
-        idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, &req.quote_id).await?;
+        // No `set_resource`: a retry in progress is answered from the quote named in the request.
         tx.commit().await?;
-        self.drive(&req.quote_id).await?;
-        self.current(&req.quote_id).await
+        match self.drive(&quote).await? {
+            Some(done) => Ok(done),
+            None => self.current(&req.quote_id).await,
+        }
     }
 
     /// Drives a quote in `paying`: one attempt now, then the tracker if it is not terminal yet.
-    async fn drive(self: &Arc<Self>, quote_id: &str) -> Result<(), HydraError> {
-        match self.attempt(quote_id).await {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                self.spawn_tracker(quote_id.to_owned());
-                Ok(())
+    /// Returns the answer when this attempt recorded the end.
+    async fn drive(
+        self: &Arc<Self>,
+        quote: &QuoteRow,
+    ) -> Result<Option<hydra::PayResponse>, HydraError> {
+        match self.attempt_row(quote).await {
+            Ok(Attempt::Recorded(resp)) => Ok(Some(*resp)),
+            Ok(Attempt::Ended) => Ok(None),
+            Ok(Attempt::InFlight) => {
+                self.spawn_tracker(quote.quote_id.clone());
+                Ok(None)
             }
             Err(HydraError::Executor(e)) => {
+                let quote_id = &quote.quote_id;
                 tracing::warn!(%quote_id, code = %e.code, "executor did not answer; tracking");
-                self.spawn_tracker(quote_id.to_owned());
-                Ok(())
+                self.spawn_tracker(quote_id.clone());
+                Ok(None)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Asks the executor for the quote's payment and records a terminal answer. Asking again is
-    /// always safe: the idempotency key is derived from the quote, and the executor answers a
-    /// repeated key with the same payment. Returns whether the quote is now terminal.
+    /// Reads the quote and, if it is still `paying`, makes one attempt. Returns whether the quote
+    /// is now terminal.
     async fn attempt(&self, quote_id: &str) -> Result<bool, HydraError> {
         let mut conn = self
             .db
@@ -260,6 +286,16 @@ impl Liquidity {
         if quote.state != PAYING {
             return Ok(true);
         }
+        Ok(!matches!(
+            self.attempt_row(&quote).await?,
+            Attempt::InFlight
+        ))
+    }
+
+    /// Asks the executor for the quote's payment and records a terminal answer. Asking again is
+    /// always safe: the idempotency key is derived from the quote, and the executor answers a
+    /// repeated key with the same payment.
+    async fn attempt_row(&self, quote: &QuoteRow) -> Result<Attempt, HydraError> {
         let req = wallet::PayInvoiceRequest {
             idempotency_key: format!("hydra:{}", quote.quote_id),
             invoice: quote.invoice.clone(),
@@ -267,27 +303,30 @@ impl Liquidity {
             fee_limit_msat: quote.fee_limit.as_u64(),
             timeout_ms: PAY_WAIT_MS,
         };
-        match self.executor.pay(req).await {
+        let recorded = match self.executor.pay(req).await {
             Ok(resp) => match resp.payment.as_ref().map(wallet::WalletPayment::status) {
                 Some(wallet::PaymentStatus::Succeeded | wallet::PaymentStatus::Failed) => {
-                    self.finish(&quote, &resp).await?;
-                    Ok(true)
+                    self.finish(quote, &resp).await?
                 }
-                _ => Ok(false),
+                _ => return Ok(Attempt::InFlight),
             },
             // The executor refused the payment itself (its caps, a hash paid before, ...): nothing
             // was sent under this key, so the quote fails with the executor's code.
             Err(e)
                 if !e.retryable && e.status.is_client_error() && e.code != "PAYMENT_IN_FLIGHT" =>
             {
-                self.fail_refused(&quote, &e).await?;
-                Ok(true)
+                self.fail_refused(quote, &e).await?
             }
-            Err(e) => Err(HydraError::Executor(e)),
-        }
+            Err(e) => return Err(HydraError::Executor(e)),
+        };
+        Ok(recorded.map_or(Attempt::Ended, |r| Attempt::Recorded(Box::new(r))))
     }
 
-    async fn fail_refused(&self, quote: &QuoteRow, e: &ApiError) -> Result<(), HydraError> {
+    async fn fail_refused(
+        &self,
+        quote: &QuoteRow,
+        e: &ApiError,
+    ) -> Result<Option<hydra::PayResponse>, HydraError> {
         self.record(
             quote,
             FAILED,
@@ -304,7 +343,7 @@ impl Liquidity {
         &self,
         quote: &QuoteRow,
         resp: &wallet::PaymentResponse,
-    ) -> Result<(), HydraError> {
+    ) -> Result<Option<hydra::PayResponse>, HydraError> {
         let payment = resp
             .payment
             .as_ref()
@@ -326,6 +365,13 @@ impl Liquidity {
             };
         let fee = Msat::new(payment.fee_msat)
             .map_err(|e| HydraError::BadExecutorReceipt(e.to_string()))?;
+        if fee > quote.fee_limit {
+            return Err(HydraError::BadExecutorReceipt(format!(
+                "routing fee {} msat above the fee limit {} msat",
+                fee.as_u64(),
+                quote.fee_limit.as_u64()
+            )));
+        }
         self.record(quote, state, fee, preimage, code, reason, Some(&receipt))
             .await
     }
@@ -348,7 +394,12 @@ impl Liquidity {
         .map_err(HydraError::BadExecutorReceipt)
     }
 
-    /// Records the terminal state, Hydra's receipt and the idempotent response, once.
+    /// Records the terminal state, Hydra's receipt, the pool's post or void and the idempotent
+    /// response, once, in one transaction. Returns the response, or `None` when another attempt
+    /// recorded the end first.
+    ///
+    /// The receipt is appended first and the guarded `paying -> paid|failed` update carries its
+    /// hash (one statement fewer than setting it afterwards); a lost race rolls both back.
     #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
@@ -359,13 +410,44 @@ impl Liquidity {
         code: Option<&str>,
         reason: Option<&str>,
         executor_receipt: Option<&Receipt>,
-    ) -> Result<(), HydraError> {
+    ) -> Result<Option<hydra::PayResponse>, HydraError> {
         let now = self.clock.now_ms();
         let exec_json = executor_receipt
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| corrupt(&e.to_string()))?;
+        let used = if state == PAID {
+            Some(
+                quote
+                    .amount
+                    .checked_add(fee)
+                    .map_err(|e| corrupt(&format!("amount + fee: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let body = InvoicePayBody {
+            quote_id: &quote.quote_id,
+            payment_hash: &quote.payment_hash,
+            status: if state == PAID { "succeeded" } else { "failed" },
+            amount_msat: quote.amount,
+            fee_msat: fee,
+            fee_limit_msat: quote.fee_limit,
+            payer_ref: &quote.payer_ref,
+            preimage,
+            failure_code: code,
+            executor_receipt: executor_receipt.map_or_else(String::new, |r| r.hash.to_string()),
+        };
+        let draft = ReceiptDraft {
+            schema: RECEIPT_SCHEMA.into(),
+            receipt_id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
+            idempotency_key: quote.pay_idempotency_key.clone().unwrap_or_default(),
+            links: executor_receipt.map(|r| vec![r.hash]).unwrap_or_default(),
+            body: oa_receipts::body_from(&body)?,
+        };
         let mut tx = self.db.begin().await?;
+        let receipt = self.log.append(&mut tx, draft, now).await?;
+        let receipt_hash = receipt.hash.to_string();
         if !store::finish(
             &mut tx,
             &quote.quote_id,
@@ -375,13 +457,15 @@ impl Liquidity {
             code,
             reason,
             exec_json.as_deref(),
+            &receipt_hash,
             now,
         )
         .await?
         {
             tx.rollback().await?;
-            return Ok(());
+            return Ok(None);
         }
+        book::resolve_pay(&mut tx, &quote.quote_id, used, now).await?;
         // Only the network's answers count for the payment-failure breaker; a refusal by the
         // executor's own caps sent nothing.
         if executor_receipt.is_some() {
@@ -405,38 +489,24 @@ impl Liquidity {
                 )
                 .await?;
         }
-        let body = InvoicePayBody {
-            quote_id: &quote.quote_id,
-            payment_hash: &quote.payment_hash,
-            status: if state == PAID { "succeeded" } else { "failed" },
-            amount_msat: quote.amount,
-            fee_msat: fee,
-            fee_limit_msat: quote.fee_limit,
-            payer_ref: &quote.payer_ref,
-            preimage,
-            failure_code: code,
-            executor_receipt: executor_receipt.map_or_else(String::new, |r| r.hash.to_string()),
-        };
-        let draft = ReceiptDraft {
-            schema: RECEIPT_SCHEMA.into(),
-            receipt_id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
-            idempotency_key: quote.pay_idempotency_key.clone().unwrap_or_default(),
-            links: executor_receipt.map(|r| vec![r.hash]).unwrap_or_default(),
-            body: oa_receipts::body_from(&body)?,
-        };
-        let receipt = self.log.append(&mut tx, draft, now).await?;
-        store::set_receipt_hash(&mut tx, &quote.quote_id, &receipt.hash.to_string()).await?;
         journal::append(
             &mut tx,
             "hydra.liquidity",
             if state == PAID { "invoice_paid" } else { "invoice_pay_failed" },
-            &serde_json::json!({"quote_id": quote.quote_id, "payment_hash": quote.payment_hash, "receipt_hash": receipt.hash.to_string()}),
+            &serde_json::json!({"quote_id": quote.quote_id, "payment_hash": quote.payment_hash, "receipt_hash": receipt_hash}),
             now,
         )
         .await?;
-        let finished = store::get(&mut tx, &quote.quote_id)
-            .await?
-            .ok_or(HydraError::QuoteNotFound)?;
+        let finished = QuoteRow {
+            state: state.to_owned(),
+            fee,
+            preimage: preimage.map(str::to_owned),
+            failure_code: code.map(str::to_owned),
+            failure_reason: reason.map(str::to_owned),
+            executor_receipt: exec_json,
+            receipt_hash: Some(receipt_hash),
+            ..quote.clone()
+        };
         let response = to_pay_response(&finished, Some(&receipt), executor_receipt);
         let json = serde_json::to_string(&response).map_err(|e| corrupt(&e.to_string()))?;
         if let (Some(scope), Some(key)) = (&quote.pay_idempotency_scope, &quote.pay_idempotency_key)
@@ -444,7 +514,7 @@ impl Liquidity {
             idempotency::complete(&mut tx, scope, key, 200, &json, now).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(Some(response))
     }
 
     /// The current state of a quote's payment.
@@ -495,7 +565,12 @@ impl Liquidity {
         Ok(rows.len())
     }
 
-    pub async fn status(&self) -> Result<hydra::LiquidityStatusResponse, HydraError> {
+    /// The liquidity part of `GET /v1/liquidity/status`, from the executor's `GetInfo` answer
+    /// (the HTTP route adds breakers, the pool and the withdrawal throttle).
+    pub async fn status(
+        &self,
+        info: Result<&wallet::GetInfoResponse, &ApiError>,
+    ) -> Result<hydra::LiquidityStatusResponse, HydraError> {
         let now = self.clock.now_ms();
         let mut conn = self
             .db
@@ -504,24 +579,35 @@ impl Liquidity {
             .await
             .map_err(oa_store::StoreError::from)?;
         let open_quotes = store::count_open(&mut conn, now).await?;
+        let pool = book::pool(&mut conn).await?;
         drop(conn);
-        let info = self.executor.info().await;
         let mut resp = hydra::LiquidityStatusResponse {
             executor_reachable: info.is_ok(),
             // The HTTP route fills in the breakers (they are `risk`'s).
             breaker_state: String::new(),
             open_quotes,
+            pool_available_msat: pool.available_msat(),
             ..Default::default()
         };
         if let Ok(i) = info {
-            resp.node_pubkey = i.node_pubkey;
-            resp.network = i.network;
+            resp.node_pubkey.clone_from(&i.node_pubkey);
+            resp.network.clone_from(&i.network);
             resp.local_balance_msat = i.local_balance_msat;
             resp.remote_balance_msat = i.remote_balance_msat;
             resp.channel_count = i.channel_count;
         }
         Ok(resp)
     }
+}
+
+/// What one attempt at a quote's payment came to.
+enum Attempt {
+    /// This attempt recorded the end; the answer (boxed: it is large next to the others).
+    Recorded(Box<hydra::PayResponse>),
+    /// The quote ended, recorded by another attempt.
+    Ended,
+    /// The payment is still in flight.
+    InFlight,
 }
 
 fn corrupt(what: &str) -> HydraError {

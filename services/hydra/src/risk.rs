@@ -1,8 +1,8 @@
 //! Breakers: two failure rates over a sliding window of the clock, each with a threshold and a
 //! minimum sample size, that halt risky new business while they are open.
 //!
-//! - `payment_failure_rate`: of the Lightning payments Hydra made (liquidity pays and envelope
-//!   settlements; only the network's terminal answers, not the executor's own refusals) that
+//! - `payment_failure_rate`: of the Lightning payments Hydra made (liquidity pays, envelope
+//!   settlements and withdrawals; only the network's terminal answers, not the executor's own refusals) that
 //!   ended in the window, the share that failed. Open, it halts new envelopes (offers and
 //!   acceptances) and large settlements (an envelope payment of at least
 //!   `large_settlement`), since paying large amounts into a failing network strands credit.
@@ -17,7 +17,7 @@
 //! halted (it only removes risk).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -58,12 +58,27 @@ pub struct Breaker {
     pub why: String,
 }
 
+/// Breaker state changes kept for `/internal/v1/hydra/observability`: enough to see a flapping
+/// breaker, small enough to be negligible memory.
+const TRANSITIONS_KEPT: usize = 64;
+
+/// A breaker state change this process saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub breaker: &'static str,
+    pub open: bool,
+    pub at_ms: u64,
+    pub why: String,
+}
+
 pub struct Risk {
     pub db: Db,
     pub clock: Arc<dyn Clock>,
     pub config: RiskConfig,
     /// The last state seen per breaker, to log transitions once.
     last: Mutex<BTreeMap<&'static str, bool>>,
+    /// The most recent transitions, oldest first (per process: each replica sees its own).
+    transitions: Mutex<VecDeque<Transition>>,
 }
 
 fn rate_bps(failures: u64, samples: u64) -> u32 {
@@ -146,6 +161,7 @@ impl Risk {
             clock,
             config,
             last: Mutex::new(BTreeMap::new()),
+            transitions: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -198,15 +214,38 @@ impl Risk {
                 c.window,
             ),
         ];
-        self.note_transitions(&breakers);
+        self.note_transitions(&breakers, now_ms);
         Ok(breakers)
     }
 
-    fn note_transitions(&self, breakers: &[Breaker]) {
+    /// The breaker transitions this process saw, oldest first.
+    pub fn transitions(&self) -> Vec<Transition> {
+        self.transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn note_transitions(&self, breakers: &[Breaker], now_ms: u64) {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         for b in breakers {
             let before = last.insert(b.name, b.open);
             if before.is_some_and(|was| was != b.open) || (before.is_none() && b.open) {
+                let mut kept = self
+                    .transitions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if kept.len() == TRANSITIONS_KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back(Transition {
+                    breaker: b.name,
+                    open: b.open,
+                    at_ms: now_ms,
+                    why: b.why.clone(),
+                });
                 if b.open {
                     tracing::warn!(breaker = b.name, why = %b.why, "breaker opened");
                 } else {
@@ -270,7 +309,7 @@ impl Risk {
         Ok(breakers.iter().map(|b| self.to_proto(b)).collect())
     }
 
-    fn to_proto(&self, b: &Breaker) -> hydra::Breaker {
+    pub fn to_proto(&self, b: &Breaker) -> hydra::Breaker {
         hydra::Breaker {
             name: b.name.into(),
             state: if b.open { "open" } else { "closed" }.into(),

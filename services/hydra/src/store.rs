@@ -1,6 +1,7 @@
 //! SQL for Hydra's quotes; the submodules hold the SQL of the other concerns.
 
 pub mod credit;
+pub mod funds;
 pub mod fx;
 pub mod routing;
 
@@ -113,29 +114,33 @@ pub async fn get(conn: &mut AnyConnection, quote_id: &str) -> Result<Option<Quot
 }
 
 /// Starts paying a quote: `open -> paying`, only while it is unexpired. The guard makes this the
-/// single point where a quote's payment starts, however many callers race for it.
+/// single point where a quote's payment starts, however many callers race for it. Returns the
+/// quote as it now is when this call started it.
 pub async fn start_paying(
     conn: &mut AnyConnection,
     quote_id: &str,
     scope: &str,
     key: &str,
     now_ms: u64,
-) -> Result<bool, StoreError> {
-    let n = sqlx::query(
+) -> Result<Option<QuoteRow>, StoreError> {
+    let sql = sqlx::AssertSqlSafe(format!(
         "UPDATE hydra_quotes SET state = 'paying', pay_idempotency_scope = $2, pay_idempotency_key = $3, updated_at_ms = $4
-         WHERE quote_id = $1 AND state = 'open' AND expires_at_ms > $4",
-    )
-    .bind(quote_id)
-    .bind(scope)
-    .bind(key)
-    .bind(i(now_ms)?)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+         WHERE quote_id = $1 AND state = 'open' AND expires_at_ms > $4
+         RETURNING {COLUMNS}"
+    ));
+    sqlx::query::<Any>(sql)
+        .bind(quote_id)
+        .bind(scope)
+        .bind(key)
+        .bind(i(now_ms)?)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(decode)
+        .transpose()
 }
 
-/// `paying -> paid|failed`, once.
+/// `paying -> paid|failed` with its receipt, once.
 #[allow(clippy::too_many_arguments)]
 pub async fn finish(
     conn: &mut AnyConnection,
@@ -146,11 +151,12 @@ pub async fn finish(
     failure_code: Option<&str>,
     failure_reason: Option<&str>,
     executor_receipt: Option<&str>,
+    receipt_hash: &str,
     now_ms: u64,
 ) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "UPDATE hydra_quotes SET state = $2, fee_msat = $3, preimage = $4, failure_code = $5, failure_reason = $6,
-            executor_receipt = $7, updated_at_ms = $8
+            executor_receipt = $7, receipt_hash = $8, updated_at_ms = $9
          WHERE quote_id = $1 AND state = 'paying'",
     )
     .bind(quote_id)
@@ -160,24 +166,12 @@ pub async fn finish(
     .bind(failure_code)
     .bind(failure_reason)
     .bind(executor_receipt)
+    .bind(receipt_hash)
     .bind(i(now_ms)?)
     .execute(conn)
     .await?
     .rows_affected();
     Ok(n == 1)
-}
-
-pub async fn set_receipt_hash(
-    conn: &mut AnyConnection,
-    quote_id: &str,
-    hash: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE hydra_quotes SET receipt_hash = $2 WHERE quote_id = $1")
-        .bind(quote_id)
-        .bind(hash)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 pub async fn paying(conn: &mut AnyConnection, limit: u32) -> Result<Vec<QuoteRow>, StoreError> {

@@ -1,5 +1,8 @@
 //! A fake wallet-executor: pays invoices it issued, signs real receipts, counts sends, and can be
-//! unavailable, hang in flight, or forge its receipt.
+//! unavailable, hang in flight, or forge its receipt. It also issues invoices of "its node"
+//! (deposits), settles them on demand with signed settlement receipts, streams the settlements
+//! from any settle index (replay, then live; the test can cut every stream), and reports the
+//! liquidity the test sets.
 
 use std::{
     collections::HashMap,
@@ -8,7 +11,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use hydra::{aegis::Verifications, executor::Executor};
+use futures::StreamExt;
+use hydra::{
+    aegis::Verifications,
+    executor::{Executor, Settlements},
+};
 use oa_invoice::{InvoiceRequest, InvoiceSigner, Network, PaymentHash, Preimage, SecretKey};
 use oa_money::Msat;
 use oa_proto::{aegis, wallet};
@@ -32,6 +39,15 @@ struct State {
     sends: HashMap<String, u32>,
     log: Vec<Receipt>,
     fee_msat: u64,
+    /// Invoices of "our node", by idempotency key and by payment hash.
+    issued_by_key: HashMap<String, wallet::InvoiceResponse>,
+    issued: HashMap<String, wallet::Invoice>,
+    settlements: Vec<wallet::InvoiceSettlement>,
+    /// The `after_settle_index` of each subscription, in order.
+    subscribed_from: Vec<u64>,
+    local_balance_msat: u64,
+    onchain_confirmed_msat: u64,
+    create_invoice_calls: u32,
 }
 
 #[derive(Clone)]
@@ -40,6 +56,10 @@ pub struct FakeExecutor {
     mode: Arc<Mutex<Mode>>,
     key: Arc<ReceiptKey>,
     signer: Arc<InvoiceSigner>,
+    /// Bumped by each settlement, for live streams.
+    settled: tokio::sync::watch::Sender<usize>,
+    /// Bumped to end every open stream.
+    cut: tokio::sync::watch::Sender<u64>,
 }
 
 impl FakeExecutor {
@@ -51,7 +71,105 @@ impl FakeExecutor {
             signer: Arc::new(InvoiceSigner::new(
                 SecretKey::from_slice(&[7u8; 32]).unwrap(),
             )),
+            settled: tokio::sync::watch::channel(0).0,
+            cut: tokio::sync::watch::channel(0).0,
         }
+        .with_liquidity(1_000_000_000_000, 0)
+    }
+
+    /// Sets what `GetInfo` (channels' local balance) and `WalletBalance` (confirmed) report.
+    pub fn with_liquidity(self, local_msat: u64, onchain_msat: u64) -> Self {
+        self.set_liquidity(local_msat, onchain_msat);
+        self
+    }
+
+    pub fn set_liquidity(&self, local_msat: u64, onchain_msat: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.local_balance_msat = local_msat;
+        s.onchain_confirmed_msat = onchain_msat;
+    }
+
+    /// Settles an invoice of our node (as a payer would), with a signed settlement receipt
+    /// (forged in `Mode::Forge`). Returns the settle index.
+    pub fn settle(&self, payment_hash: &str, amount_paid_msat: u64) -> u64 {
+        let forge = *self.mode.lock().unwrap() == Mode::Forge;
+        let mut s = self.state.lock().unwrap();
+        let mut invoice = s
+            .issued
+            .get(payment_hash)
+            .cloned()
+            .unwrap_or_else(|| wallet::Invoice {
+                payment_hash: payment_hash.to_owned(),
+                ..Default::default()
+            });
+        let index = s.settlements.len() as u64 + 1;
+        invoice.status = wallet::InvoiceStatus::Settled as i32;
+        invoice.amount_paid_msat = amount_paid_msat;
+        invoice.settle_index = index;
+        invoice.settled_at_ms = 1_700_000_000_000;
+        let mut body = serde_json::Map::new();
+        body.insert("payment_hash".into(), payment_hash.into());
+        body.insert("amount_msat".into(), invoice.amount_msat.to_string().into());
+        body.insert(
+            "amount_paid_msat".into(),
+            amount_paid_msat.to_string().into(),
+        );
+        body.insert("add_index".into(), invoice.add_index.to_string().into());
+        body.insert("settle_index".into(), index.to_string().into());
+        body.insert("created_at_ms".into(), "1700000000000".into());
+        body.insert("settled_at_ms".into(), "1700000000000".into());
+        body.insert("backend".into(), "fake".into());
+        let log_index = s.log.len() as u64;
+        let prev = s.log.last().map_or(Hash::ZERO, |r| r.hash);
+        let mut receipt = ReceiptDraft {
+            schema: "oa.wallet_executor.invoice_settlement_receipt.v1".into(),
+            receipt_id: format!("rcpt_fake_{log_index}"),
+            idempotency_key: format!("invoice:{payment_hash}"),
+            links: vec![],
+            body,
+        }
+        .seal(
+            &self.key,
+            "wallet-executor",
+            log_index,
+            prev,
+            1_700_000_000_000,
+        )
+        .unwrap();
+        s.log.push(receipt.clone());
+        if forge {
+            receipt.signature = "00".repeat(64);
+        }
+        s.issued.insert(payment_hash.to_owned(), invoice.clone());
+        s.settlements.push(wallet::InvoiceSettlement {
+            invoice: Some(invoice),
+            receipt: Some(oa_service::receipts::to_proto(&receipt)),
+        });
+        let n = s.settlements.len();
+        drop(s);
+        self.settled.send_replace(n);
+        index
+    }
+
+    /// Settles an invoice of our node that Hydra did not ask for (a rebalance's, another
+    /// client's): only Hydra's cursor should move.
+    pub fn settle_foreign(&self, amount_msat: u64) -> u64 {
+        let hash = Preimage::random().payment_hash().to_string();
+        self.settle(&hash, amount_msat)
+    }
+
+    /// Ends every open settlement stream (as an executor restart would).
+    pub fn cut_streams(&self) {
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    /// The `after_settle_index` of each subscription so far.
+    pub fn subscribed_from(&self) -> Vec<u64> {
+        self.state.lock().unwrap().subscribed_from.clone()
+    }
+
+    pub fn create_invoice_calls(&self) -> u32 {
+        self.state.lock().unwrap().create_invoice_calls
     }
 
     pub fn set_mode(&self, m: Mode) {
@@ -225,8 +343,96 @@ impl Executor for FakeExecutor {
             node_pubkey: "fake".into(),
             network: "regtest".into(),
             backend: "fake".into(),
+            local_balance_msat: self.state.lock().unwrap().local_balance_msat,
             ..Default::default()
         })
+    }
+
+    async fn wallet_balance(&self) -> Result<wallet::WalletBalanceResponse, ApiError> {
+        if *self.mode.lock().unwrap() == Mode::Unavailable {
+            return Err(ApiError::unavailable("EXECUTOR_UNAVAILABLE", "down"));
+        }
+        Ok(wallet::WalletBalanceResponse {
+            confirmed_balance_msat: self.state.lock().unwrap().onchain_confirmed_msat,
+            unconfirmed_balance_msat: 0,
+        })
+    }
+
+    async fn create_invoice(
+        &self,
+        req: wallet::CreateInvoiceRequest,
+    ) -> Result<wallet::InvoiceResponse, ApiError> {
+        if *self.mode.lock().unwrap() == Mode::Unavailable {
+            return Err(ApiError::unavailable("EXECUTOR_UNAVAILABLE", "down"));
+        }
+        self.state.lock().unwrap().create_invoice_calls += 1;
+        if let Some(done) = self
+            .state
+            .lock()
+            .unwrap()
+            .issued_by_key
+            .get(&req.idempotency_key)
+        {
+            return Ok(done.clone());
+        }
+        let bolt11 = self.invoice(
+            req.amount_msat,
+            Network::Regtest,
+            Duration::from_secs(u64::from(req.expiry_secs)),
+        );
+        let decoded = oa_invoice::decode(&bolt11).unwrap();
+        let mut s = self.state.lock().unwrap();
+        let invoice = wallet::Invoice {
+            payment_hash: decoded.payment_hash.to_string(),
+            bolt11,
+            amount_msat: req.amount_msat,
+            status: wallet::InvoiceStatus::Open as i32,
+            add_index: s.issued.len() as u64 + 1,
+            created_at_ms: decoded.created_at_ms,
+            ..Default::default()
+        };
+        s.issued
+            .insert(invoice.payment_hash.clone(), invoice.clone());
+        let resp = wallet::InvoiceResponse {
+            invoice: Some(invoice),
+            receipt: None,
+        };
+        s.issued_by_key.insert(req.idempotency_key, resp.clone());
+        Ok(resp)
+    }
+
+    async fn subscribe_settlements(&self, after: u64) -> Result<Settlements, ApiError> {
+        if *self.mode.lock().unwrap() == Mode::Unavailable {
+            return Err(ApiError::unavailable("EXECUTOR_UNAVAILABLE", "down"));
+        }
+        self.state.lock().unwrap().subscribed_from.push(after);
+        let state = self.state.clone();
+        let settled = self.settled.subscribe();
+        let mut cut = self.cut.subscribe();
+        cut.borrow_and_update();
+        let start = (usize::try_from(after).unwrap(), settled, cut);
+        Ok(
+            futures::stream::unfold(start, move |(next, mut settled, mut cut)| {
+                let state = state.clone();
+                async move {
+                    loop {
+                        if cut.has_changed().unwrap_or(true) {
+                            return None;
+                        }
+                        settled.borrow_and_update();
+                        let item = state.lock().unwrap().settlements.get(next).cloned();
+                        if let Some(item) = item {
+                            return Some((Ok(item), (next + 1, settled, cut)));
+                        }
+                        tokio::select! {
+                            r = settled.changed() => if r.is_err() { return None },
+                            _ = cut.changed() => return None,
+                        }
+                    }
+                }
+            })
+            .boxed(),
+        )
     }
 }
 

@@ -20,15 +20,20 @@ pub const ALL_SCOPES: [&str; 5] = [
 ];
 
 pub struct Hydra {
-    pub _dir: tempfile::TempDir,
+    pub _dir: Arc<tempfile::TempDir>,
     pub ring: DevKeyring,
     pub router: Router,
     pub app_db: oa_store::Db,
     pub app: std::sync::Arc<hydra::credit::Credit>,
+    /// The whole app (deposits, withdrawals, stop, recover).
+    pub hydra: hydra::App,
     pub fake: FakeExecutor,
     pub aegis: FakeAegis,
     pub clock: ManualClock,
     pub token: String,
+    /// The database URL and flags it was started with, for a restart or a replica.
+    url: String,
+    args: Vec<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -62,14 +67,34 @@ impl Hydra {
     }
 
     pub async fn try_start_on(database_url: Option<&str>, args: &[&str]) -> anyhow::Result<Hydra> {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
         let ring = DevKeyring::ensure(dir.path()).unwrap();
-        let fake = FakeExecutor::new();
-        let aegis = FakeAegis::new();
         let url = database_url.map_or_else(
             || format!("sqlite://{}", dir.path().join("hydra.db").display()),
             str::to_owned,
         );
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Hydra::build_in(
+            dir,
+            ring,
+            FakeExecutor::new(),
+            FakeAegis::new(),
+            ManualClock::new(now_ms()),
+            url,
+            args,
+        )
+        .await
+    }
+
+    async fn build_in(
+        dir: Arc<tempfile::TempDir>,
+        ring: DevKeyring,
+        fake: FakeExecutor,
+        aegis: FakeAegis,
+        clock: ManualClock,
+        url: String,
+        args: Vec<String>,
+    ) -> anyhow::Result<Hydra> {
         let mut flags = vec![
             "hydra".to_owned(),
             "--listen=127.0.0.1:0".into(),
@@ -85,9 +110,8 @@ impl Hydra {
             "--quote-ttl-secs=60".into(),
             "--sweep-interval-ms=20".into(),
         ];
-        flags.extend(args.iter().map(|a| (*a).to_owned()));
+        flags.extend(args.iter().cloned());
         let config = hydra::Config::try_parse_from(flags)?;
-        let clock = ManualClock::new(now_ms());
         let app = hydra::build(
             &config,
             Arc::new(clock.clone()) as Arc<dyn Clock>,
@@ -105,14 +129,43 @@ impl Hydra {
         Ok(Hydra {
             _dir: dir,
             ring,
-            router: app.http,
-            app_db: app.db,
-            app: app.credit,
+            router: app.http.clone(),
+            app_db: app.db.clone(),
+            app: app.credit.clone(),
+            hydra: app,
             fake,
             aegis,
             clock,
             token,
+            url,
+            args,
         })
+    }
+
+    /// Another Hydra on the same database, executor, Aegis and clock (a replica, or the same
+    /// service after a restart when the first one is stopped).
+    pub async fn replica(&self) -> Hydra {
+        Hydra::build_in(
+            self._dir.clone(),
+            self.ring.clone(),
+            self.fake.clone(),
+            self.aegis.clone(),
+            self.clock.clone(),
+            self.url.clone(),
+            self.args.clone(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Stops this Hydra's background work and closes its database, then starts it again on the
+    /// same data and re-drives what was in flight (a crash and restart).
+    pub async fn restart(self) -> Hydra {
+        self.hydra.stop();
+        self.app_db.close().await;
+        let next = self.replica().await;
+        next.hydra.recover().await.unwrap();
+        next
     }
 
     pub fn clock_ms(&self) -> u64 {
@@ -133,6 +186,13 @@ impl Hydra {
         let mut conn = self.app_db.pool().acquire().await.unwrap();
         let violations = oa_ledger::check_invariants(&mut conn).await.unwrap();
         assert!(violations.is_empty(), "{violations:?}");
+        // What the throttle counts as owed to agents equals the sum of their balances.
+        let scanned =
+            hydra::store::funds::sum_agent_balances(&mut conn, hydra::book::ACCOUNT_AGENT_BALANCE)
+                .await
+                .unwrap();
+        let owed = hydra::book::agent_liabilities(&mut conn).await.unwrap();
+        assert_eq!(owed.as_u64(), scanned);
     }
 
     pub async fn account(&self, id: &str) -> oa_ledger::Balances {

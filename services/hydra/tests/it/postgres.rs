@@ -4,7 +4,7 @@
 
 use oa_store::testing::TestDb;
 
-use crate::{breakers, credit, fx, harness::Hydra, liquidity, routing};
+use crate::{breakers, credit, deposits, fx, harness::Hydra, liquidity, routing, withdrawals};
 
 macro_rules! on_postgres {
     ($name:ident, $scenario:path, $args:expr) => {
@@ -60,3 +60,17 @@ on_postgres!(
     breakers::payment_breaker,
     &breakers::PAYMENT_BREAKER_ARGS
 );
+on_postgres!(deposit_credit_on_postgres, deposits::credit_once, &[]);
+on_postgres!(deposit_replicas_on_postgres, deposits::replicas, &[]);
+on_postgres!(withdrawal_on_postgres, withdrawals::pays_once, &[]);
+on_postgres!(
+    concurrent_withdrawals_on_postgres,
+    withdrawals::concurrent,
+    &[]
+);
+on_postgres!(
+    withdrawal_throttle_on_postgres,
+    withdrawals::throttle_thresholds,
+    &withdrawals::THROTTLE_ARGS
+);
+on_postgres!(pool_pays_on_postgres, withdrawals::pool_pays, &[]);

@@ -15,12 +15,12 @@ use crate::{
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn route(id: &str, fee: u64, hops: &[(u64, u64)]) -> Value {
+pub fn route(id: &str, fee: u64, hops: &[(u64, u64)]) -> Value {
     json!({"candidate_id": id, "fee_msat": fee.to_string(),
            "hops": hops.iter().map(|(c, cap)| json!({"chan_id": c.to_string(), "capacity_msat": cap.to_string()})).collect::<Vec<_>>()})
 }
 
-async fn score(
+pub async fn score(
     h: &Hydra,
     key: &str,
     policy: &str,
