@@ -42,6 +42,16 @@ pub enum AegisError {
     /// The caller may not decide this verification (it asked for it, or lacks the tier's scope).
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
+    /// An unknown warranty, bond, claim or dispute (`WARRANTY_NOT_FOUND`, ...).
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// The record is not in a state that allows the step (`CLAIM_NOT_OPEN`, `COVERAGE_EXCEEDED`,
+    /// ...); the code is also the denial's reason code.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// A service Aegis depends on (Hydra) could not answer; retry later.
+    #[error("{message}")]
+    Unavailable { code: String, message: String },
     #[error(transparent)]
     Store(#[from] oa_store::StoreError),
 }
@@ -61,6 +71,22 @@ impl From<oa_receipts::ReceiptError> for AegisError {
 /// A `400` with a stable code.
 pub fn invalid(code: &'static str, message: impl Into<String>) -> AegisError {
     AegisError::Invalid {
+        code,
+        message: message.into(),
+    }
+}
+
+/// A `404` with a stable code.
+pub fn not_found(code: &'static str, message: impl Into<String>) -> AegisError {
+    AegisError::NotFound {
+        code,
+        message: message.into(),
+    }
+}
+
+/// A `409` with a stable code (also the reason code).
+pub fn conflict(code: &'static str, message: impl Into<String>) -> AegisError {
+    AegisError::Conflict {
         code,
         message: message.into(),
     }
@@ -109,6 +135,15 @@ impl AegisError {
             AegisError::NothingToSimulate(_) => ApiError::conflict("NOTHING_TO_SIMULATE", msg),
             AegisError::Forbidden { code, message } => {
                 ApiError::new(StatusCode::FORBIDDEN, *code, message.clone()).with_reason(*code)
+            }
+            AegisError::NotFound { code, message } => {
+                ApiError::new(StatusCode::NOT_FOUND, *code, message.clone())
+            }
+            AegisError::Conflict { code, message } => {
+                ApiError::conflict(*code, message.clone()).with_reason(*code)
+            }
+            AegisError::Unavailable { code, message } => {
+                ApiError::unavailable(code.clone(), message.clone())
             }
             AegisError::Store(e) => ApiError::internal(e),
         }

@@ -5,7 +5,9 @@
 //! submits signed verdicts), `aegis:decide` / `aegis:decide_human` (decide adjudicated / human
 //! verifications, read the queue), `aegis:admin` (verifier registry, risk budgets, cases,
 //! simulation runs), `aegis:read` (every read: verifications, risk status, cases, scoreboard,
-//! verifiers). Every scope is checked before the body is read, so a caller without it learns
+//! verifiers), `aegis:underwrite` (issue warranties, reserve and release bonds), `aegis:claim`
+//! (open claims and disputes, as a warranty's beneficiary or a party), `aegis:adjust` (resolve
+//! claims: pay or deny), `aegis:arbitrate` (decide disputes). Every scope is checked before the body is read, so a caller without it learns
 //! nothing about the body (403 before any 400).
 
 use std::sync::Arc;
@@ -29,6 +31,14 @@ pub const SCOPE_DECIDE: &str = "aegis:decide";
 pub const SCOPE_DECIDE_HUMAN: &str = "aegis:decide_human";
 pub const SCOPE_ADMIN: &str = "aegis:admin";
 pub const SCOPE_READ: &str = "aegis:read";
+pub const SCOPE_UNDERWRITE: &str = "aegis:underwrite";
+pub const SCOPE_CLAIM: &str = "aegis:claim";
+pub const SCOPE_ADJUST: &str = "aegis:adjust";
+pub const SCOPE_ARBITRATE: &str = "aegis:arbitrate";
+oa_service::scope!(UnderwriteScope, "aegis:underwrite");
+oa_service::scope!(ClaimScope, "aegis:claim");
+oa_service::scope!(AdjustScope, "aegis:adjust");
+oa_service::scope!(ArbitrateScope, "aegis:arbitrate");
 oa_service::scope!(VerifyScope, "aegis:verify");
 oa_service::scope!(VerdictScope, "aegis:verdict");
 oa_service::scope!(AdminScope, "aegis:admin");
@@ -84,7 +94,7 @@ const fn built(
     Route::built(method, path, summary, request, Some(response), Some(scope))
 }
 
-pub const ROUTES: [Route; 24] = [
+pub const ROUTES: [Route; 28] = [
     built(
         "POST",
         "/v1/aegis/classify",
@@ -189,13 +199,94 @@ pub const ROUTES: [Route; 24] = [
         "openagents.aegis.v1.WarrantyQuoteResponse",
         SCOPE_VERIFY,
     ),
-    Route::not_supported("POST", "/v1/aegis/warranty/issue", "Issue a warranty"),
-    Route::not_supported("POST", "/v1/aegis/bond/reserve", "Reserve a provider bond"),
-    Route::not_supported("POST", "/v1/aegis/bond/release", "Release a provider bond"),
-    Route::not_supported("POST", "/v1/aegis/claim/open", "Open a claim"),
-    Route::not_supported("POST", "/v1/aegis/claim/resolve", "Resolve a claim"),
-    Route::not_supported("POST", "/v1/aegis/dispute/open", "Open a dispute"),
-    Route::not_supported("POST", "/v1/aegis/dispute/arbitrate", "Arbitrate a dispute"),
+    built(
+        "POST",
+        "/v1/aegis/warranty/issue",
+        "Issue a warranty on a passed verification: premium collected, coverage reserved",
+        Some("openagents.aegis.v1.IssueWarrantyRequest"),
+        "openagents.aegis.v1.WarrantyResponse",
+        SCOPE_UNDERWRITE,
+    ),
+    built(
+        "GET",
+        "/v1/aegis/warranty/{id}",
+        "A warranty, its coverage left and its issue receipt",
+        None,
+        "openagents.aegis.v1.WarrantyResponse",
+        SCOPE_READ,
+    ),
+    built(
+        "POST",
+        "/v1/aegis/bond/reserve",
+        "Reserve a provider's stake behind a warranty (a pending ledger transfer)",
+        Some("openagents.aegis.v1.ReserveBondRequest"),
+        "openagents.aegis.v1.BondResponse",
+        SCOPE_UNDERWRITE,
+    ),
+    built(
+        "POST",
+        "/v1/aegis/bond/release",
+        "Release a provider's bond (void its reservation)",
+        Some("openagents.aegis.v1.ReleaseBondRequest"),
+        "openagents.aegis.v1.BondResponse",
+        SCOPE_UNDERWRITE,
+    ),
+    built(
+        "GET",
+        "/v1/aegis/bond/{id}",
+        "A bond and its latest receipt",
+        None,
+        "openagents.aegis.v1.BondResponse",
+        SCOPE_READ,
+    ),
+    built(
+        "POST",
+        "/v1/aegis/claim/open",
+        "Open a claim against a warranty, with the claimant's invoice and evidence",
+        Some("openagents.aegis.v1.OpenClaimRequest"),
+        "openagents.aegis.v1.ClaimResponse",
+        SCOPE_CLAIM,
+    ),
+    built(
+        "POST",
+        "/v1/aegis/claim/resolve",
+        "Pay a claim through Hydra (exactly once) or deny it with a reason code",
+        Some("openagents.aegis.v1.ResolveClaimRequest"),
+        "openagents.aegis.v1.ClaimResponse",
+        SCOPE_ADJUST,
+    ),
+    built(
+        "GET",
+        "/v1/aegis/claim/{id}",
+        "A claim, its latest receipt and its warranty's bond",
+        None,
+        "openagents.aegis.v1.ClaimResponse",
+        SCOPE_READ,
+    ),
+    built(
+        "POST",
+        "/v1/aegis/dispute/open",
+        "Dispute a denied or paid claim",
+        Some("openagents.aegis.v1.OpenDisputeRequest"),
+        "openagents.aegis.v1.DisputeResponse",
+        SCOPE_CLAIM,
+    ),
+    built(
+        "POST",
+        "/v1/aegis/dispute/arbitrate",
+        "An arbitrator's decision on a dispute, before its deadline",
+        Some("openagents.aegis.v1.ArbitrateDisputeRequest"),
+        "openagents.aegis.v1.DisputeResponse",
+        SCOPE_ARBITRATE,
+    ),
+    built(
+        "GET",
+        "/v1/aegis/dispute/{id}",
+        "A dispute, its arbitration receipt and its claim",
+        None,
+        "openagents.aegis.v1.DisputeResponse",
+        SCOPE_READ,
+    ),
     built(
         "POST",
         "/v1/aegis/cases/create",
@@ -244,6 +335,17 @@ pub fn router(state: AegisState) -> Router {
         .route("/v1/aegis/risk_budget/set", post(set_budget))
         .route("/v1/aegis/risk_budget/status", get(budget_status))
         .route("/v1/aegis/warranty/quote", post(quote))
+        .route("/v1/aegis/warranty/issue", post(issue_warranty))
+        .route("/v1/aegis/warranty/{id}", get(get_warranty))
+        .route("/v1/aegis/bond/reserve", post(reserve_bond))
+        .route("/v1/aegis/bond/release", post(release_bond))
+        .route("/v1/aegis/bond/{id}", get(get_bond))
+        .route("/v1/aegis/claim/open", post(open_claim))
+        .route("/v1/aegis/claim/resolve", post(resolve_claim))
+        .route("/v1/aegis/claim/{id}", get(get_claim))
+        .route("/v1/aegis/dispute/open", post(open_dispute))
+        .route("/v1/aegis/dispute/arbitrate", post(arbitrate))
+        .route("/v1/aegis/dispute/{id}", get(get_dispute))
         .route("/v1/aegis/cases/create", post(create_case))
         .route("/v1/aegis/cases", get(cases))
         .route("/v1/aegis/sim/run", post(sim_run))
@@ -429,4 +531,92 @@ async fn scoreboard(
     _auth: Scoped<ReadScope>,
 ) -> Answer<aegis::ScoreboardResponse> {
     s.aegis.scoreboard().await.map(Json)
+}
+
+async fn issue_warranty(
+    State(s): State<AegisState>,
+    auth: Scoped<UnderwriteScope>,
+    ProtoJson(req): ProtoJson<aegis::IssueWarrantyRequest>,
+) -> Answer<aegis::WarrantyResponse> {
+    s.aegis.issue_warranty(&auth.sub, req).await.map(Json)
+}
+
+async fn get_warranty(
+    State(s): State<AegisState>,
+    _auth: Scoped<ReadScope>,
+    Path(id): Path<String>,
+) -> Answer<aegis::WarrantyResponse> {
+    s.aegis.get_warranty(&id).await.map(Json)
+}
+
+async fn reserve_bond(
+    State(s): State<AegisState>,
+    auth: Scoped<UnderwriteScope>,
+    ProtoJson(req): ProtoJson<aegis::ReserveBondRequest>,
+) -> Answer<aegis::BondResponse> {
+    s.aegis.reserve_bond(&auth.sub, req).await.map(Json)
+}
+
+async fn release_bond(
+    State(s): State<AegisState>,
+    auth: Scoped<UnderwriteScope>,
+    ProtoJson(req): ProtoJson<aegis::ReleaseBondRequest>,
+) -> Answer<aegis::BondResponse> {
+    s.aegis.release_bond(&auth.sub, req).await.map(Json)
+}
+
+async fn get_bond(
+    State(s): State<AegisState>,
+    _auth: Scoped<ReadScope>,
+    Path(id): Path<String>,
+) -> Answer<aegis::BondResponse> {
+    s.aegis.get_bond(&id).await.map(Json)
+}
+
+async fn open_claim(
+    State(s): State<AegisState>,
+    auth: Scoped<ClaimScope>,
+    ProtoJson(req): ProtoJson<aegis::OpenClaimRequest>,
+) -> Answer<aegis::ClaimResponse> {
+    s.aegis.open_claim(&auth.sub, req).await.map(Json)
+}
+
+async fn resolve_claim(
+    State(s): State<AegisState>,
+    auth: Scoped<AdjustScope>,
+    ProtoJson(req): ProtoJson<aegis::ResolveClaimRequest>,
+) -> Answer<aegis::ClaimResponse> {
+    s.aegis.resolve_claim(&auth.sub, req).await.map(Json)
+}
+
+async fn get_claim(
+    State(s): State<AegisState>,
+    _auth: Scoped<ReadScope>,
+    Path(id): Path<String>,
+) -> Answer<aegis::ClaimResponse> {
+    s.aegis.get_claim(&id).await.map(Json)
+}
+
+async fn open_dispute(
+    State(s): State<AegisState>,
+    auth: Scoped<ClaimScope>,
+    ProtoJson(req): ProtoJson<aegis::OpenDisputeRequest>,
+) -> Answer<aegis::DisputeResponse> {
+    s.aegis.open_dispute(&auth.sub, req).await.map(Json)
+}
+
+async fn arbitrate(
+    State(s): State<AegisState>,
+    auth: Scoped<ArbitrateScope>,
+    ProtoJson(req): ProtoJson<aegis::ArbitrateDisputeRequest>,
+) -> Answer<aegis::DisputeResponse> {
+    s.aegis.arbitrate(&auth.sub, req).await.map(Json)
+}
+
+async fn get_dispute(
+    State(s): State<AegisState>,
+    _auth: Scoped<ReadScope>,
+    Path(id): Path<String>,
+) -> Answer<aegis::DisputeResponse> {
+    s.aegis.get_dispute(&id).await.map(Json)
 }

@@ -9,17 +9,24 @@
 //!   before settling a credit envelope);
 //! - risk budgets per agent and per org ([`risk`], [`budgets`]);
 //! - warranty quotes ([`pricing`]);
-//! - ground-truth cases, the verifier simulation and its scoreboard ([`cases`], [`sim`]).
-//!
-//! Issuing warranties, bonds, claims and disputes move money through Hydra and answer
-//! `501 NOT_SUPPORTED` until they are built.
+//! - ground-truth cases, the verifier simulation and its scoreboard ([`cases`], [`sim`]);
+//! - underwriting (part 2): warranties issued on passed verifications with the premium collected
+//!   and the coverage reserved in the ledger ([`warranty`], accounts in [`book`]), provider bonds
+//!   as pending ledger transfers ([`bond`]), claims paid exactly once to the claimant's invoice
+//!   through Hydra ([`claim`], [`payer`]) and disputes an arbitrator decides before a deadline
+//!   ([`dispute`]).
 
+pub mod bond;
+pub mod book;
 pub mod budgets;
 pub mod cases;
+pub mod claim;
 pub mod classify;
+pub mod dispute;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod payer;
 pub mod pricing;
 pub mod quorum;
 pub mod registry;
@@ -27,14 +34,17 @@ pub mod risk;
 pub mod service;
 pub mod sim;
 pub mod store;
+pub mod uw_store;
 pub mod validate;
 pub mod verification;
+pub mod warranty;
 pub mod work;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
+use oa_auth::TokenSource;
 use oa_money::Msat;
 use oa_service::{
     Base, Clock, CommonArgs, SystemClock,
@@ -51,11 +61,18 @@ pub const SERVICE: &str = "aegis";
 
 pub static MIGRATIONS: MigrationSet = MigrationSet {
     component: SERVICE,
-    migrations: &[(
-        1,
-        "verifications, verifiers, risk budgets, cases, simulation",
-        include_str!("../migrations/0001_aegis.sql"),
-    )],
+    migrations: &[
+        (
+            1,
+            "verifications, verifiers, risk budgets, cases, simulation",
+            include_str!("../migrations/0001_aegis.sql"),
+        ),
+        (
+            2,
+            "warranties, bonds, claims, disputes",
+            include_str!("../migrations/0002_underwriting.sql"),
+        ),
+    ],
 };
 
 pub use http::ROUTES;
@@ -87,6 +104,29 @@ pub struct Config {
         default_value_t = 10_000_000_000
     )]
     pub critical_stakes_msat: u64,
+    /// Hydra's base URL: claims are paid through its liquidity API with this service's identity
+    /// (--identity-key-file, --identity-kid). Without it claims can be opened and denied, not paid.
+    #[arg(long, env = "OA_HYDRA_URL")]
+    pub hydra_url: Option<String>,
+    /// How long an arbitrator has to decide a dispute; after it the claim's resolution stands.
+    #[arg(long, env = "OA_AEGIS_DISPUTE_WINDOW_SECS", default_value_t = 7 * 86_400)]
+    pub dispute_window_secs: u64,
+    /// How often the background sweeper closes disputes whose deadline passed (1..=3600000):
+    /// a dispute is closed at most this long after its deadline even if no route touches it.
+    #[arg(long, env = "OA_AEGIS_SWEEP_INTERVAL_MS", default_value_t = 1_000)]
+    pub sweep_interval_ms: u64,
+}
+
+/// Slowest sweep: an hour bounds how long an expired dispute can stay open past its deadline.
+pub const MAX_SWEEP_INTERVAL_MS: u64 = 3_600_000;
+
+/// Lifetime of the tokens Aegis mints for Hydra.
+const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What tests may swap in.
+#[derive(Default)]
+pub struct Deps {
+    pub payer: Option<Arc<dyn payer::Payer>>,
 }
 
 /// Largest quorum: a verification waits for this many verdicts at most.
@@ -108,6 +148,14 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
         "--quorum-min-families must be 1..=--quorum-size"
     );
     anyhow::ensure!(
+        config.dispute_window_secs > 0,
+        "--dispute-window-secs must be positive"
+    );
+    anyhow::ensure!(
+        (1..=MAX_SWEEP_INTERVAL_MS).contains(&config.sweep_interval_ms),
+        "--sweep-interval-ms must be 1..={MAX_SWEEP_INTERVAL_MS}"
+    );
+    anyhow::ensure!(
         config.history_window_secs > 0,
         "--history-window-secs must be positive"
     );
@@ -125,18 +173,44 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
         history_window_ms: config.history_window_secs.saturating_mul(1_000),
         quorum_size: config.quorum_size,
         quorum_min_families: config.quorum_min_families,
+        dispute_window_ms: config.dispute_window_secs.saturating_mul(1_000),
     })
 }
 
+/// Builds Aegis and starts its dispute expiry sweeper (so it must run inside a Tokio runtime).
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+    build_with(config, clock, Deps::default()).await
+}
+
+pub async fn build_with(config: &Config, clock: Arc<dyn Clock>, deps: Deps) -> anyhow::Result<App> {
     let settings = settings(config)?;
-    let base = Base::open(SERVICE, &config.common, &[&MIGRATIONS]).await?;
+    let base = Base::open(
+        SERVICE,
+        &config.common,
+        &[&MIGRATIONS, &oa_ledger::MIGRATIONS],
+    )
+    .await?;
+    let payer: Arc<dyn payer::Payer> = match (deps.payer, &config.hydra_url) {
+        (Some(p), _) => p,
+        (None, Some(url)) => {
+            let identity = base
+                .keys
+                .identity
+                .clone()
+                .context("aegis needs --identity-key-file and --identity-kid to call hydra")?;
+            let tokens = TokenSource::new(identity, "hydra", payer::SCOPES, TOKEN_TTL)?;
+            Arc::new(payer::HttpPayer::new(url, tokens)?)
+        }
+        (None, None) => Arc::new(payer::NotConfigured),
+    };
     let aegis = Arc::new(Aegis {
         db: base.db.clone(),
         log: ReceiptLog::new(SERVICE, base.keys.receipt_key.clone()),
         clock,
         settings,
+        payer,
     });
+    aegis.spawn_sweeper(std::time::Duration::from_millis(config.sweep_interval_ms));
     let api = http::router(http::AegisState {
         aegis: aegis.clone(),
         verifier: base.keys.verifier.clone(),

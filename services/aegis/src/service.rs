@@ -34,6 +34,8 @@ pub struct Settings {
     /// Counted verdicts a heterogeneous verification needs, and from how many families.
     pub quorum_size: u32,
     pub quorum_min_families: u32,
+    /// How long an arbitrator has to decide a dispute.
+    pub dispute_window_ms: u64,
 }
 
 pub struct Aegis {
@@ -41,6 +43,8 @@ pub struct Aegis {
     pub log: ReceiptLog,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
+    /// Pays claims through Hydra.
+    pub payer: Arc<dyn crate::payer::Payer>,
 }
 
 /// What classification read, besides the work.
@@ -91,6 +95,32 @@ pub(crate) async fn complete<T: Serialize>(
 }
 
 impl Aegis {
+    /// Appends a receipt of `schema` to Aegis's log in the caller's transaction.
+    pub(crate) async fn receipt<B: Serialize>(
+        &self,
+        conn: &mut AnyConnection,
+        schema: &str,
+        idempotency_key: &str,
+        links: Vec<oa_receipts::Hash>,
+        body: &B,
+        now_ms: u64,
+    ) -> Result<oa_receipts::Receipt, AegisError> {
+        Ok(self
+            .log
+            .append(
+                conn,
+                oa_receipts::ReceiptDraft {
+                    schema: schema.into(),
+                    receipt_id: new_id("rcpt"),
+                    idempotency_key: idempotency_key.to_owned(),
+                    links,
+                    body: oa_receipts::body_from(body)?,
+                },
+                now_ms,
+            )
+            .await?)
+    }
+
     pub(crate) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, AegisError> {
         Ok(self
             .db
@@ -226,8 +256,7 @@ impl Aegis {
         let since = self.since(now, self.settings.history_window_ms);
         let (record, passed): (History, u64) =
             store::history(&mut conn, &work.proto.agent_id, None, since).await?;
-        // Claims are built in the next part of Aegis; until then no agent has a paid claim.
-        let claims = 0;
+        let claims = crate::uw_store::paid_claims_of(&mut conn, &work.proto.agent_id).await?;
         let c = &reading.classification;
         let p = pricing::price(&pricing::PriceInputs {
             amount: work.amount,

@@ -18,13 +18,13 @@ use crate::{
 
 pub const PENDING: &str = "pending";
 
-fn i(v: u64) -> Result<i64, StoreError> {
+pub(crate) fn i(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt("integer overflow".into()))
 }
-fn u(v: i64) -> Result<u64, StoreError> {
+pub(crate) fn u(v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt("negative integer".into()))
 }
-fn msat(v: i64) -> Result<Msat, StoreError> {
+pub(crate) fn msat(v: i64) -> Result<Msat, StoreError> {
     Msat::from_i64(v).map_err(|e| StoreError::Corrupt(format!("amount: {e}")))
 }
 fn small(v: i64) -> Result<u32, StoreError> {

@@ -11,12 +11,21 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 /// The scopes a runtime caller (treasury's identity) gets in tests.
-pub const CALLER_SCOPES: [&str; 4] = ["aegis:verify", "aegis:read", "aegis:admin", "aegis:verdict"];
+pub const CALLER_SCOPES: [&str; 6] = [
+    "aegis:verify",
+    "aegis:read",
+    "aegis:admin",
+    "aegis:verdict",
+    "aegis:underwrite",
+    "aegis:claim",
+];
 
 pub struct Aegis {
     pub _dir: tempfile::TempDir,
     pub ring: DevKeyring,
     pub router: Router,
+    /// The service core (its sweeps, called directly by tests).
+    pub aegis: Arc<aegis::service::Aegis>,
     pub db: oa_store::Db,
     pub clock: ManualClock,
     /// treasury's identity: verify, read, admin, verdict.
@@ -48,7 +57,26 @@ impl Aegis {
 
     /// Aegis on `database_url` (a fresh SQLite file when `None`) with extra flags.
     pub async fn start_on(database_url: Option<&str>, args: &[&str]) -> Aegis {
-        let dir = tempfile::tempdir().unwrap();
+        Aegis::start_full(database_url, args, aegis::Deps::default()).await
+    }
+
+    /// Aegis paying claims through `payer`.
+    pub async fn start_paying(payer: Arc<dyn aegis::payer::Payer>) -> Aegis {
+        Aegis::start_full(None, &[], aegis::Deps { payer: Some(payer) }).await
+    }
+
+    pub async fn start_full(database_url: Option<&str>, args: &[&str], deps: aegis::Deps) -> Aegis {
+        Aegis::start_full_in(tempfile::tempdir().unwrap(), database_url, args, deps).await
+    }
+
+    /// Aegis with its keyring (and its SQLite file, when `database_url` is `None`) in `dir`, so
+    /// other services of a suite can share the keyring.
+    pub async fn start_full_in(
+        dir: tempfile::TempDir,
+        database_url: Option<&str>,
+        args: &[&str],
+        deps: aegis::Deps,
+    ) -> Aegis {
         let ring = DevKeyring::ensure(dir.path()).unwrap();
         let url = database_url.map_or_else(
             || format!("sqlite://{}", dir.path().join("aegis.db").display()),
@@ -63,11 +91,13 @@ impl Aegis {
                 ring.receipt_key_file("aegis").display()
             ),
             format!("--trust-file={}", ring.trust_file().display()),
+            // The dispute sweeper ticks fast so tests that move the clock see it act promptly.
+            "--sweep-interval-ms=20".into(),
         ];
         flags.extend(args.iter().map(|a| (*a).to_owned()));
         let config = aegis::Config::try_parse_from(flags).unwrap();
         let clock = ManualClock::new(now_ms());
-        let app = aegis::build(&config, Arc::new(clock.clone()) as Arc<dyn Clock>)
+        let app = aegis::build_with(&config, Arc::new(clock.clone()) as Arc<dyn Clock>, deps)
             .await
             .unwrap();
         let mint = |who: &str, scopes: &[&str]| {
@@ -81,6 +111,7 @@ impl Aegis {
         let human = mint("operator", &["aegis:decide_human"]);
         Aegis {
             _dir: dir,
+            aegis: app.aegis,
             router: app.http,
             db: app.db,
             clock,
@@ -89,6 +120,37 @@ impl Aegis {
             human,
             ring,
         }
+    }
+
+    /// A token for subject `sub` with `scopes`, signed by the operator's key (the operator stands
+    /// in for the organisation's identity provider, which issues tokens for many people).
+    pub fn token_for(&self, sub: &str, scopes: &[&str]) -> String {
+        oa_auth::SigningIdentity::load_pem(
+            self.ring.kid("operator"),
+            "oa-dev",
+            sub,
+            self.ring.identity_file("operator"),
+        )
+        .unwrap()
+        .mint("aegis", scopes, Duration::from_secs(3600))
+        .unwrap()
+    }
+
+    /// Ledger conservation and limits hold.
+    pub async fn assert_ledger_ok(&self) {
+        let mut conn = self.db.pool().acquire().await.unwrap();
+        let v = oa_ledger::check_invariants(&mut conn).await.unwrap();
+        assert!(v.is_empty(), "ledger violations: {v:?}");
+    }
+
+    /// An account's balances (zeros when it does not exist).
+    pub async fn balances(&self, account: &str) -> oa_ledger::Balances {
+        let mut conn = self.db.pool().acquire().await.unwrap();
+        oa_ledger::get_account(&mut conn, account)
+            .await
+            .unwrap()
+            .map(|a| a.balances)
+            .unwrap_or_default()
     }
 
     /// A token of `who` (an identity of the dev keyring) with `scopes`.

@@ -20,6 +20,11 @@ async fn footprint(a: &Aegis) -> Vec<i64> {
         "aegis_cases",
         "aegis_sim_runs",
         "aegis_sim_results",
+        "aegis_warranties",
+        "aegis_bonds",
+        "aegis_claims",
+        "aegis_disputes",
+        "ledger_transfers",
         "receipts",
         "idempotency_keys",
         "events",
@@ -649,6 +654,8 @@ async fn every_route_refuses_a_missing_token_and_a_token_without_its_scope() {
     // (method, path, the scope it needs, a token of the wrong scope)
     let verify_only = a.token_of("treasury", &["aegis:verify"]);
     let read_only = a.token_of("hydra", &["aegis:read"]);
+    let claim_only = a.token_of("treasury", &["aegis:claim"]);
+    let adjust_only = a.token_for("adjuster", &["aegis:adjust"]);
     let routes: Vec<(&str, &str, &String)> = vec![
         ("POST", "/v1/aegis/classify", &read_only),
         ("POST", "/v1/aegis/verify", &read_only),
@@ -671,6 +678,17 @@ async fn every_route_refuses_a_missing_token_and_a_token_without_its_scope() {
         ("GET", "/v1/aegis/cases", &verify_only),
         ("POST", "/v1/aegis/sim/run", &read_only),
         ("GET", "/v1/aegis/sim/scoreboard", &verify_only),
+        ("POST", "/v1/aegis/warranty/issue", &verify_only),
+        ("GET", "/v1/aegis/warranty/wty_x", &verify_only),
+        ("POST", "/v1/aegis/bond/reserve", &verify_only),
+        ("POST", "/v1/aegis/bond/release", &read_only),
+        ("GET", "/v1/aegis/bond/bond_x", &verify_only),
+        ("POST", "/v1/aegis/claim/open", &verify_only),
+        ("POST", "/v1/aegis/claim/resolve", &claim_only),
+        ("GET", "/v1/aegis/claim/clm_x", &verify_only),
+        ("POST", "/v1/aegis/dispute/open", &read_only),
+        ("POST", "/v1/aegis/dispute/arbitrate", &adjust_only),
+        ("GET", "/v1/aegis/dispute/dsp_x", &verify_only),
     ];
     let before = footprint(&a).await;
     for (method, path, wrong) in routes {
@@ -713,22 +731,14 @@ async fn every_route_refuses_a_missing_token_and_a_token_without_its_scope() {
 }
 
 #[tokio::test]
-async fn unbuilt_routes_answer_not_supported_and_standard_routes_exist() {
+async fn every_route_is_built_and_standard_routes_exist() {
     let a = Aegis::start().await;
-    for path in [
-        "/v1/aegis/warranty/issue",
-        "/v1/aegis/bond/reserve",
-        "/v1/aegis/bond/release",
-        "/v1/aegis/claim/open",
-        "/v1/aegis/claim/resolve",
-        "/v1/aegis/dispute/open",
-        "/v1/aegis/dispute/arbitrate",
-    ] {
-        let (s, err) = a.post(path, json!({})).await;
-        assert_eq!(
-            (s, code(&err)),
-            (StatusCode::NOT_IMPLEMENTED, "NOT_SUPPORTED"),
-            "{path}"
+    for r in aegis::ROUTES.iter() {
+        assert!(
+            matches!(r.status, oa_service::RouteStatus::Built),
+            "{} {} is not built",
+            r.method,
+            r.path
         );
     }
     for path in [
@@ -769,6 +779,21 @@ async fn unbuilt_routes_answer_not_supported_and_standard_routes_exist() {
             "get",
             "openagents.aegis.v1.ScoreboardResponse",
         ),
+        (
+            "/v1/aegis/warranty/issue",
+            "post",
+            "openagents.aegis.v1.IssueWarrantyRequest",
+        ),
+        (
+            "/v1/aegis/claim/resolve",
+            "post",
+            "openagents.aegis.v1.ResolveClaimRequest",
+        ),
+        (
+            "/v1/aegis/dispute/arbitrate",
+            "post",
+            "openagents.aegis.v1.ArbitrateDisputeRequest",
+        ),
     ] {
         assert!(
             doc["paths"][path][method]["responses"]["200"].is_object(),
@@ -776,4 +801,478 @@ async fn unbuilt_routes_answer_not_supported_and_standard_routes_exist() {
         );
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
+}
+
+/// A BOLT11 regtest invoice of `amount` created `age_ms` before Aegis's now, valid for an hour.
+fn aged_invoice(a: &Aegis, amount: Option<u64>, seed: u8, age_ms: u64) -> String {
+    use oa_service::Clock as _;
+    let preimage = oa_invoice::Preimage([seed; 32]);
+    let req = oa_invoice::InvoiceRequest {
+        network: oa_invoice::Network::Regtest,
+        amount: amount.map(|v| oa_money::Msat::new(v).unwrap()),
+        payment_hash: preimage.payment_hash(),
+        payment_secret: [seed; 32],
+        description: "claim payout".into(),
+        created_at: std::time::Duration::from_millis(a.clock.now_ms() - age_ms),
+        expiry: std::time::Duration::from_secs(3600),
+        min_final_cltv_expiry_delta: 18,
+    };
+    let node = oa_invoice::SecretKey::from_slice(&[0x42; 32]).unwrap();
+    oa_invoice::create_invoice(&node, &req).unwrap()
+}
+
+#[tokio::test]
+async fn bad_underwriting_requests_get_typed_4xx_and_change_nothing() {
+    use oa_service::Clock as _;
+
+    use crate::underwriting::{
+        adjuster, arbitrator, invoice, open_claim, passed, resolve, s, warranty_with_bond,
+    };
+
+    let a = Aegis::start().await;
+    // A warranty with a bond, a denied claim under an open dispute, an open claim, and a passed
+    // verification without a warranty.
+    let (wid, bid) = warranty_with_bond(&a, "in", 0, 1_000).await;
+    let bid = bid.unwrap();
+    let claimed = invoice(&a, Some(1_000), 1);
+    let (_, c1) = open_claim(&a, "c1", &wid, 1_000, &claimed).await;
+    let denied = s(&c1, "/claim/claim_id");
+    resolve(
+        &a,
+        "r1",
+        &denied,
+        "CLAIM_DECISION_DENY",
+        false,
+        "NOT_COVERED",
+    )
+    .await;
+    let d = a
+        .ok(
+            "/v1/aegis/dispute/open",
+            json!({"idempotency_key": "d1", "claim_id": denied, "reason": "wrong"}),
+        )
+        .await;
+    let did = s(&d, "/dispute/dispute_id");
+    let (_, c2) = open_claim(&a, "c2", &wid, 2_000, &invoice(&a, None, 2)).await;
+    let open = s(&c2, "/claim/claim_id");
+    let free = passed(&a, "v-free", "agent-w").await;
+    let before = footprint(&a).await;
+    let t = a.token.clone();
+    let long_id = "x".repeat(129);
+    let too_much = "2100000000000000001";
+    let in_a_year = (a.clock.now_ms() + 366 * 86_400_000).to_string();
+
+    // Warranty issue.
+    let wi = json!({"idempotency_key": "k", "verification_id": free, "coverage_msat": "1000",
+                    "expires_at_ms": (a.clock.now_ms() + 86_400_000).to_string()});
+    refused(
+        &a,
+        &t,
+        "/v1/aegis/warranty/issue",
+        &[
+            bad(
+                with(&wi, json!({"idempotency_key": ""})),
+                "INVALID_IDEMPOTENCY_KEY",
+            ),
+            bad(
+                with(&wi, json!({"verification_id": ""})),
+                "INVALID_VERIFICATION_ID",
+            ),
+            bad(
+                with(&wi, json!({"verification_id": "a b"})),
+                "INVALID_VERIFICATION_ID",
+            ),
+            bad(
+                with(&wi, json!({"verification_id": long_id})),
+                "INVALID_VERIFICATION_ID",
+            ),
+            bad(
+                with(&wi, json!({"coverage_msat": too_much})),
+                "INVALID_COVERAGE",
+            ),
+            bad(with(&wi, json!({"coverage_msat": "-1"})), "INVALID_REQUEST"),
+            bad(with(&wi, json!({"coverage_msat": 1.5})), "INVALID_REQUEST"),
+            bad(
+                with(&wi, json!({"quoted_total_msat": too_much})),
+                "INVALID_QUOTE",
+            ),
+            bad(
+                with(&wi, json!({"beneficiary": "a b"})),
+                "INVALID_BENEFICIARY",
+            ),
+            bad(
+                with(&wi, json!({"beneficiary": long_id})),
+                "INVALID_BENEFICIARY",
+            ),
+            bad(with(&wi, json!({"expires_at_ms": null})), "INVALID_EXPIRY"),
+            bad(
+                with(&wi, json!({"expires_at_ms": in_a_year})),
+                "INVALID_EXPIRY",
+            ),
+            bad(with(&wi, json!({"extra": 1})), "INVALID_REQUEST"),
+            // Checked in the transaction, rolled back.
+            bad(
+                with(&wi, json!({"coverage_msat": "1000001"})),
+                "INVALID_COVERAGE",
+            ),
+            (
+                with(&wi, json!({"verification_id": "ver_none"})).to_string(),
+                StatusCode::NOT_FOUND,
+                "VERIFICATION_NOT_FOUND",
+            ),
+            (
+                with(&wi, json!({"quoted_total_msat": "1"})).to_string(),
+                StatusCode::CONFLICT,
+                "QUOTE_CHANGED",
+            ),
+        ],
+    )
+    .await;
+
+    // Bonds.
+    let br = json!({"idempotency_key": "k", "warranty_id": wid, "provider_id": "agent-w",
+                    "amount_msat": "1000"});
+    refused(
+        &a,
+        &t,
+        "/v1/aegis/bond/reserve",
+        &[
+            bad(
+                with(&br, json!({"idempotency_key": "a b"})),
+                "INVALID_IDEMPOTENCY_KEY",
+            ),
+            bad(with(&br, json!({"warranty_id": ""})), "INVALID_WARRANTY_ID"),
+            bad(
+                with(&br, json!({"warranty_id": "w\n"})),
+                "INVALID_WARRANTY_ID",
+            ),
+            bad(
+                with(&br, json!({"provider_id": "a b"})),
+                "INVALID_PROVIDER_ID",
+            ),
+            bad(
+                with(&br, json!({"provider_id": "p".repeat(65)})),
+                "INVALID_PROVIDER_ID",
+            ),
+            bad(with(&br, json!({"amount_msat": "0"})), "INVALID_AMOUNT"),
+            bad(with(&br, json!({"amount_msat": null})), "INVALID_AMOUNT"),
+            bad(
+                with(&br, json!({"amount_msat": too_much})),
+                "INVALID_AMOUNT",
+            ),
+            bad(with(&br, json!({"amount_msat": "ten"})), "INVALID_REQUEST"),
+            (
+                with(&br, json!({"warranty_id": "wty_none"})).to_string(),
+                StatusCode::NOT_FOUND,
+                "WARRANTY_NOT_FOUND",
+            ),
+            (br.to_string(), StatusCode::CONFLICT, "BOND_EXISTS"),
+        ],
+    )
+    .await;
+    let rel = json!({"idempotency_key": "k", "bond_id": bid});
+    refused(
+        &a,
+        &t,
+        "/v1/aegis/bond/release",
+        &[
+            bad(
+                with(&rel, json!({"idempotency_key": ""})),
+                "INVALID_IDEMPOTENCY_KEY",
+            ),
+            bad(with(&rel, json!({"bond_id": ""})), "INVALID_BOND_ID"),
+            bad(with(&rel, json!({"bond_id": "b b"})), "INVALID_BOND_ID"),
+            bad(with(&rel, json!({"bond_id": long_id})), "INVALID_BOND_ID"),
+            bad(with(&rel, json!({"bond_id": 7})), "INVALID_REQUEST"),
+            (
+                with(&rel, json!({"bond_id": "bond_none"})).to_string(),
+                StatusCode::NOT_FOUND,
+                "BOND_NOT_FOUND",
+            ),
+            // An open claim on the warranty locks its bond.
+            (rel.to_string(), StatusCode::CONFLICT, "BOND_LOCKED"),
+        ],
+    )
+    .await;
+
+    // Claims.
+    let co = json!({"idempotency_key": "k", "warranty_id": wid, "requested_msat": "500",
+                    "invoice": invoice(&a, None, 3), "evidence": "the output was wrong"});
+    refused(
+        &a,
+        &t,
+        "/v1/aegis/claim/open",
+        &[
+            bad(
+                with(&co, json!({"idempotency_key": ""})),
+                "INVALID_IDEMPOTENCY_KEY",
+            ),
+            bad(
+                with(&co, json!({"warranty_id": "a b"})),
+                "INVALID_WARRANTY_ID",
+            ),
+            bad(
+                with(&co, json!({"warranty_id": long_id})),
+                "INVALID_WARRANTY_ID",
+            ),
+            bad(with(&co, json!({"requested_msat": "0"})), "INVALID_AMOUNT"),
+            bad(with(&co, json!({"requested_msat": null})), "INVALID_AMOUNT"),
+            bad(
+                with(&co, json!({"requested_msat": too_much})),
+                "INVALID_AMOUNT",
+            ),
+            bad(with(&co, json!({"evidence": ""})), "INVALID_EVIDENCE"),
+            bad(
+                with(&co, json!({"evidence": "e".repeat(4_097)})),
+                "INVALID_EVIDENCE",
+            ),
+            bad(
+                with(&co, json!({"evidence": "a\u{0}b"})),
+                "INVALID_EVIDENCE",
+            ),
+            bad(with(&co, json!({"invoice": ""})), "INVALID_INVOICE"),
+            bad(
+                with(&co, json!({"invoice": "lnbcrt1notaninvoice"})),
+                "INVALID_INVOICE",
+            ),
+            bad(
+                with(&co, json!({"invoice": "x".repeat(8_000)})),
+                "INVALID_INVOICE",
+            ),
+            bad(
+                with(&co, json!({"invoice": invoice(&a, Some(501), 4)})),
+                "INVOICE_AMOUNT_MISMATCH",
+            ),
+            bad(
+                with(
+                    &co,
+                    json!({"invoice": aged_invoice(&a, None, 5, 2 * 3_600_000)}),
+                ),
+                "INVOICE_EXPIRED",
+            ),
+            bad(with(&co, json!({"extra": true})), "INVALID_REQUEST"),
+            (
+                with(&co, json!({"warranty_id": "wty_none"})).to_string(),
+                StatusCode::NOT_FOUND,
+                "WARRANTY_NOT_FOUND",
+            ),
+            (
+                with(&co, json!({"requested_msat": "1000001"})).to_string(),
+                StatusCode::CONFLICT,
+                "COVERAGE_EXCEEDED",
+            ),
+            (
+                with(&co, json!({"requested_msat": "1000", "invoice": claimed})).to_string(),
+                StatusCode::CONFLICT,
+                "INVOICE_ALREADY_CLAIMED",
+            ),
+        ],
+    )
+    .await;
+    refused(
+        &a,
+        &a.token_for("stranger", &["aegis:claim"]),
+        "/v1/aegis/claim/open",
+        &[(co.to_string(), StatusCode::FORBIDDEN, "NOT_BENEFICIARY")],
+    )
+    .await;
+    let cr = json!({"idempotency_key": "k", "claim_id": open, "decision": "CLAIM_DECISION_DENY",
+                    "reason_code": "NOT_COVERED", "reason": "checked"});
+    refused(
+        &a,
+        &adjuster(&a),
+        "/v1/aegis/claim/resolve",
+        &[
+            bad(
+                with(&cr, json!({"idempotency_key": ""})),
+                "INVALID_IDEMPOTENCY_KEY",
+            ),
+            bad(with(&cr, json!({"claim_id": ""})), "INVALID_CLAIM_ID"),
+            bad(with(&cr, json!({"claim_id": "c c"})), "INVALID_CLAIM_ID"),
+            bad(with(&cr, json!({"claim_id": long_id})), "INVALID_CLAIM_ID"),
+            bad(with(&cr, json!({"decision": null})), "INVALID_DECISION"),
+            bad(
+                with(&cr, json!({"decision": "CLAIM_DECISION_MAYBE"})),
+                "INVALID_REQUEST",
+            ),
+            bad(with(&cr, json!({"reason_code": ""})), "INVALID_REASON_CODE"),
+            bad(
+                with(&cr, json!({"reason_code": "BECAUSE"})),
+                "INVALID_REASON_CODE",
+            ),
+            bad(
+                with(&cr, json!({"decision": "CLAIM_DECISION_PAY"})),
+                "INVALID_REASON_CODE",
+            ),
+            bad(
+                with(&cr, json!({"provider_at_fault": true})),
+                "INVALID_DECISION",
+            ),
+            bad(
+                with(&cr, json!({"provider_at_fault": "yes"})),
+                "INVALID_REQUEST",
+            ),
+            bad(
+                with(&cr, json!({"reason": "r".repeat(1_025)})),
+                "INVALID_REASON",
+            ),
+            bad(with(&cr, json!({"reason": "a\nb"})), "INVALID_REASON"),
+            (
+                with(&cr, json!({"claim_id": "clm_none"})).to_string(),
+                StatusCode::NOT_FOUND,
+                "CLAIM_NOT_FOUND",
+            ),
+            (
+                with(&cr, json!({"claim_id": denied})).to_string(),
+                StatusCode::CONFLICT,
+                "CLAIM_NOT_OPEN",
+            ),
+        ],
+    )
+    .await;
+    refused(
+        &a,
+        &a.token_of("treasury", &["aegis:adjust"]),
+        "/v1/aegis/claim/resolve",
+        &[(cr.to_string(), StatusCode::FORBIDDEN, "NOT_INDEPENDENT")],
+    )
+    .await;
+
+    // Disputes.
+    let dopen = json!({"idempotency_key": "k", "claim_id": denied, "reason": "wrong"});
+    refused(
+        &a,
+        &t,
+        "/v1/aegis/dispute/open",
+        &[
+            bad(
+                with(&dopen, json!({"idempotency_key": ""})),
+                "INVALID_IDEMPOTENCY_KEY",
+            ),
+            bad(with(&dopen, json!({"claim_id": ""})), "INVALID_CLAIM_ID"),
+            bad(
+                with(&dopen, json!({"claim_id": long_id})),
+                "INVALID_CLAIM_ID",
+            ),
+            bad(with(&dopen, json!({"reason": ""})), "INVALID_REASON"),
+            bad(
+                with(&dopen, json!({"reason": "r".repeat(1_025)})),
+                "INVALID_REASON",
+            ),
+            bad(
+                with(&dopen, json!({"reason": "\u{1b}[31m"})),
+                "INVALID_REASON",
+            ),
+            (
+                with(&dopen, json!({"claim_id": "clm_none"})).to_string(),
+                StatusCode::NOT_FOUND,
+                "CLAIM_NOT_FOUND",
+            ),
+            (
+                with(&dopen, json!({"claim_id": open})).to_string(),
+                StatusCode::CONFLICT,
+                "CLAIM_NOT_DISPUTABLE",
+            ),
+            (dopen.to_string(), StatusCode::CONFLICT, "DISPUTE_EXISTS"),
+        ],
+    )
+    .await;
+    let arb = json!({"idempotency_key": "k", "dispute_id": did, "pay": false, "reason": "fine"});
+    refused(
+        &a,
+        &arbitrator(&a),
+        "/v1/aegis/dispute/arbitrate",
+        &[
+            bad(
+                with(&arb, json!({"idempotency_key": ""})),
+                "INVALID_IDEMPOTENCY_KEY",
+            ),
+            bad(with(&arb, json!({"dispute_id": ""})), "INVALID_DISPUTE_ID"),
+            bad(
+                with(&arb, json!({"dispute_id": "d d"})),
+                "INVALID_DISPUTE_ID",
+            ),
+            bad(
+                with(&arb, json!({"dispute_id": long_id})),
+                "INVALID_DISPUTE_ID",
+            ),
+            bad(with(&arb, json!({"reason": ""})), "INVALID_REASON"),
+            bad(
+                with(&arb, json!({"reason": "r".repeat(1_025)})),
+                "INVALID_REASON",
+            ),
+            bad(with(&arb, json!({"pay": "no"})), "INVALID_REQUEST"),
+            (
+                with(&arb, json!({"dispute_id": "dsp_none"})).to_string(),
+                StatusCode::NOT_FOUND,
+                "DISPUTE_NOT_FOUND",
+            ),
+        ],
+    )
+    .await;
+    // A party to the claim may not arbitrate it.
+    refused(
+        &a,
+        &a.token_for("adjuster", &["aegis:arbitrate"]),
+        "/v1/aegis/dispute/arbitrate",
+        &[(arb.to_string(), StatusCode::FORBIDDEN, "NOT_INDEPENDENT")],
+    )
+    .await;
+
+    // Reads.
+    refused_get(
+        &a,
+        &t,
+        &[
+            (
+                "/v1/aegis/warranty/a%20b",
+                StatusCode::BAD_REQUEST,
+                "INVALID_WARRANTY_ID",
+            ),
+            (
+                &format!("/v1/aegis/warranty/{long_id}"),
+                StatusCode::BAD_REQUEST,
+                "INVALID_WARRANTY_ID",
+            ),
+            (
+                "/v1/aegis/warranty/wty_none",
+                StatusCode::NOT_FOUND,
+                "WARRANTY_NOT_FOUND",
+            ),
+            (
+                "/v1/aegis/bond/a%20b",
+                StatusCode::BAD_REQUEST,
+                "INVALID_BOND_ID",
+            ),
+            (
+                "/v1/aegis/bond/bond_none",
+                StatusCode::NOT_FOUND,
+                "BOND_NOT_FOUND",
+            ),
+            (
+                "/v1/aegis/claim/a%0Ab",
+                StatusCode::BAD_REQUEST,
+                "INVALID_CLAIM_ID",
+            ),
+            (
+                "/v1/aegis/claim/clm_none",
+                StatusCode::NOT_FOUND,
+                "CLAIM_NOT_FOUND",
+            ),
+            (
+                "/v1/aegis/dispute/a%20b",
+                StatusCode::BAD_REQUEST,
+                "INVALID_DISPUTE_ID",
+            ),
+            (
+                "/v1/aegis/dispute/dsp_none",
+                StatusCode::NOT_FOUND,
+                "DISPUTE_NOT_FOUND",
+            ),
+        ],
+    )
+    .await;
+
+    assert_eq!(footprint(&a).await, before);
+    a.assert_ledger_ok().await;
 }

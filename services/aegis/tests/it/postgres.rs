@@ -4,7 +4,13 @@
 
 use oa_store::testing::TestDb;
 
-use crate::{cases, harness::Aegis, risk, verification};
+use crate::{
+    cases,
+    harness::Aegis,
+    risk,
+    underwriting::{self, FakeHydra, Mode},
+    verification,
+};
 
 macro_rules! on_postgres {
     ($name:ident, $scenario:path) => {
@@ -16,6 +22,33 @@ macro_rules! on_postgres {
             };
             let a = Aegis::start_on(Some(&pg.url), &[]).await;
             $scenario(&a).await;
+            a.db.close().await;
+            drop(a);
+            pg.cleanup().await.unwrap();
+        }
+    };
+}
+
+/// An underwriting scenario on a fresh PostgreSQL database, paying claims through a fake Hydra
+/// that starts in `$mode`.
+macro_rules! on_postgres_paying {
+    ($name:ident, $scenario:path, $mode:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            let Some(pg) = TestDb::postgres(&[]).await.unwrap() else {
+                eprintln!("OA_TEST_POSTGRES_URL is not set: skipping the PostgreSQL run");
+                return;
+            };
+            let hydra = FakeHydra::new($mode);
+            let a = Aegis::start_full(
+                Some(&pg.url),
+                &[],
+                aegis::Deps {
+                    payer: Some(hydra.clone() as std::sync::Arc<dyn aegis::payer::Payer>),
+                },
+            )
+            .await;
+            $scenario(&a, &hydra).await;
             a.db.close().await;
             drop(a);
             pg.cleanup().await.unwrap();
@@ -40,3 +73,27 @@ on_postgres!(budgets_on_postgres, risk::budgets);
 on_postgres!(quotes_on_postgres, risk::quotes);
 on_postgres!(cases_on_postgres, cases::cases_and_receipts);
 on_postgres!(simulation_on_postgres, cases::simulation);
+on_postgres!(warranty_issue_on_postgres, underwriting::warranty_issue);
+on_postgres!(bonds_on_postgres, underwriting::bonds);
+on_postgres_paying!(paid_claim_on_postgres, underwriting::paid_claim, Mode::Pay);
+on_postgres_paying!(
+    concurrent_resolves_on_postgres,
+    underwriting::concurrent_resolves,
+    Mode::Pay
+);
+on_postgres_paying!(
+    denied_failed_in_doubt_on_postgres,
+    underwriting::denied_failed_in_doubt,
+    Mode::Fail
+);
+on_postgres_paying!(disputes_on_postgres, underwriting::disputes, Mode::Pay);
+on_postgres_paying!(
+    upheld_and_fault_on_postgres,
+    underwriting::upheld_and_fault,
+    Mode::Pay
+);
+on_postgres_paying!(
+    dispute_sweeper_on_postgres,
+    underwriting::dispute_sweeper,
+    Mode::Pay
+);
