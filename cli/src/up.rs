@@ -100,9 +100,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         "lightning-ops",
     ];
     let url = |i: usize| format!("http://{}", addr(i));
-    let executor_key = ReceiptKey::from_secret_hex(
-        std::fs::read_to_string(ring.receipt_key_file("wallet-executor"))?.trim(),
-    )?;
+    let receipt_key_id = |service: &str| -> anyhow::Result<String> {
+        let secret = std::fs::read_to_string(ring.receipt_key_file(service))?;
+        Ok(ReceiptKey::from_secret_hex(secret.trim())?
+            .key_id()
+            .to_owned())
+    };
+    let executor_key = receipt_key_id("wallet-executor")?;
+    let aegis_key = receipt_key_id("aegis")?;
 
     let mut running = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -110,13 +115,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         match *name {
             "treasury" => flags.extend([
                 format!("--hydra-url={}", url(1)),
+                format!("--aegis-url={}", url(2)),
                 format!("--default-agent-budget-msat={DEV_AGENT_BUDGET_MSAT}"),
             ]),
             "hydra" => flags.extend([
                 format!("--executor-url=http://{}", addr(5)),
-                format!("--executor-receipt-keys={}", executor_key.key_id()),
+                format!("--executor-receipt-keys={executor_key}"),
+                format!("--aegis-url={}", url(2)),
+                format!("--aegis-receipt-keys={aegis_key}"),
             ]),
-            "lightning-ops" => flags.push(format!("--executor-url=http://{}", addr(5))),
+            "aegis" => flags.push(format!("--hydra-url={}", url(1))),
+            "lightning-ops" => flags.extend([
+                format!("--executor-url=http://{}", addr(5)),
+                format!("--executor-receipt-keys={executor_key}"),
+            ]),
             "wallet-executor" => flags.extend([
                 format!("--grpc-listen={}", addr(5)),
                 // The simulated network outlives restarts of the suite, as a real node would.
