@@ -53,6 +53,7 @@ use oa_store::{
 use serde::Serialize;
 use sqlx::AnyConnection;
 
+use crate::error::{claim_or_replay, corrupt, replay};
 use crate::{
     aegis::{self, Verdict, Verifications},
     book,
@@ -283,10 +284,6 @@ struct DefaultBody<'a> {
     issue_receipt: &'a str,
 }
 
-fn corrupt(what: &str) -> HydraError {
-    HydraError::Store(oa_store::StoreError::Corrupt(what.to_owned()))
-}
-
 fn to_json<T: Serialize>(v: &T) -> Result<String, HydraError> {
     serde_json::to_string(v).map_err(|e| corrupt(&e.to_string()))
 }
@@ -473,13 +470,10 @@ impl Credit {
         let scope = format!("hydra.credit.intent/{caller}");
         let fingerprint = idempotency::fingerprint(&req)?;
         let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(HydraError::IdempotencyConflict),
-            Claim::Replay { response, .. } => return replay(&response),
-            // The claim, the row and the response commit together: "in progress" would mean a
-            // broken record.
-            Claim::InProgress { .. } => return Err(HydraError::RequestInProgress),
-            Claim::New => {}
+        if let Some(done) =
+            claim_or_replay(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await?
+        {
+            return Ok(done);
         }
         store::insert_intent(&mut tx, &row).await?;
         let response = hydra::CreditIntentResponse {
@@ -515,11 +509,10 @@ impl Credit {
         let scope = format!("hydra.credit.offer/{caller}");
         let fingerprint = idempotency::fingerprint(&req)?;
         let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(HydraError::IdempotencyConflict),
-            Claim::Replay { response, .. } => return replay(&response),
-            Claim::InProgress { .. } => return Err(HydraError::RequestInProgress),
-            Claim::New => {}
+        if let Some(done) =
+            claim_or_replay(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await?
+        {
+            return Ok(done);
         }
         // Refusals below return early; dropping the transaction rolls the claim back, so nothing
         // is recorded and the key stays free.
@@ -616,11 +609,10 @@ impl Credit {
         let scope = format!("hydra.credit.envelope/{caller}");
         let fingerprint = idempotency::fingerprint(&req)?;
         let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(HydraError::IdempotencyConflict),
-            Claim::Replay { response, .. } => return replay(&response),
-            Claim::InProgress { .. } => return Err(HydraError::RequestInProgress),
-            Claim::New => {}
+        if let Some(done) =
+            claim_or_replay(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await?
+        {
+            return Ok(done);
         }
         let row = store::get_by_offer(&mut tx, &req.offer_id)
             .await?
@@ -1474,10 +1466,6 @@ impl Credit {
             }
         });
     }
-}
-
-fn replay<T: serde::de::DeserializeOwned>(response: &str) -> Result<T, HydraError> {
-    oa_service::parse_json(response.as_bytes()).map_err(|_| corrupt("stored credit response"))
 }
 
 fn to_offer(o: &OfferRow) -> hydra::CreditOffer {

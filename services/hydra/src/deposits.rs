@@ -37,6 +37,7 @@ use oa_store::{
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::error::corrupt;
 use crate::{
     book,
     error::HydraError,
@@ -449,10 +450,6 @@ impl Deposits {
 
 fn parse(response: &str) -> Result<hydra::DepositResponse, HydraError> {
     oa_service::parse_json(response.as_bytes()).map_err(|_| corrupt("stored deposit response"))
-}
-
-fn corrupt(what: &str) -> HydraError {
-    HydraError::Store(oa_store::StoreError::Corrupt(what.to_owned()))
 }
 
 fn to_deposit(d: &DepositRow, now_ms: u64) -> hydra::Deposit {

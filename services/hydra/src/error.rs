@@ -2,6 +2,7 @@
 
 use http::StatusCode;
 use oa_service::ApiError;
+use oa_store::idempotency::{self, Claim};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HydraError {
@@ -255,5 +256,33 @@ impl HydraError {
 impl axum::response::IntoResponse for HydraError {
     fn into_response(self) -> axum::response::Response {
         self.to_api().into_response()
+    }
+}
+
+/// A stored record Hydra cannot read back.
+pub(crate) fn corrupt(what: &str) -> HydraError {
+    HydraError::Store(oa_store::StoreError::Corrupt(what.to_owned()))
+}
+
+/// A stored idempotent response, read back.
+pub(crate) fn replay<T: serde::de::DeserializeOwned>(response: &str) -> Result<T, HydraError> {
+    oa_service::parse_json(response.as_bytes()).map_err(|_| corrupt("stored response"))
+}
+
+/// Claims `key` for this request inside `tx`. `Ok(None)`: a new request, go on (the claim commits
+/// or rolls back with the work). `Ok(Some(..))`: the first answer under this key, to replay.
+/// The same key with another request is a conflict; one still being processed is refused.
+pub(crate) async fn claim_or_replay<T: serde::de::DeserializeOwned>(
+    tx: &mut sqlx::AnyConnection,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+    now_ms: u64,
+) -> Result<Option<T>, HydraError> {
+    match idempotency::claim(tx, scope, key, fingerprint, now_ms).await? {
+        Claim::New => Ok(None),
+        Claim::Replay { response, .. } => replay(&response).map(Some),
+        Claim::Conflict => Err(HydraError::IdempotencyConflict),
+        Claim::InProgress { .. } => Err(HydraError::RequestInProgress),
     }
 }

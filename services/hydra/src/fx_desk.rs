@@ -12,14 +12,13 @@ use oa_proto::hydra;
 use oa_receipts::ReceiptDraft;
 use oa_service::Clock;
 use oa_store::{
-    Db,
-    idempotency::{self, Claim},
-    journal,
+    Db, idempotency, journal,
     receipt_log::{self, ReceiptLog},
 };
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde::Serialize;
 
+use crate::error::{claim_or_replay, corrupt};
 use crate::{
     book::{self, Leg},
     error::HydraError,
@@ -99,10 +98,6 @@ struct SettlementBody<'a> {
     expires_at_ms: String,
 }
 
-fn corrupt(what: &str) -> HydraError {
-    HydraError::Store(oa_store::StoreError::Corrupt(what.to_owned()))
-}
-
 /// An amount in its asset's smallest unit (msat, or the fiat minor unit), as the ledger moves it.
 fn units(a: &Amount) -> Result<Msat, HydraError> {
     match a {
@@ -152,10 +147,6 @@ fn to_quote(q: &FxQuoteRow) -> hydra::FxQuote {
         expires_at_ms: q.expires_at_ms,
         state: state(q) as i32,
     }
-}
-
-fn replay<T: serde::de::DeserializeOwned>(response: &str) -> Result<T, HydraError> {
-    oa_service::parse_json(response.as_bytes()).map_err(|_| corrupt("stored fx response"))
 }
 
 impl FxDesk {
@@ -214,11 +205,10 @@ impl FxDesk {
         let scope = format!("hydra.fx.rfq/{caller}");
         let fingerprint = idempotency::fingerprint(&req)?;
         let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(HydraError::IdempotencyConflict),
-            Claim::Replay { response, .. } => return replay(&response),
-            Claim::InProgress { .. } => return Err(HydraError::RequestInProgress),
-            Claim::New => {}
+        if let Some(done) =
+            claim_or_replay(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await?
+        {
+            return Ok(done);
         }
         store::insert(&mut tx, &row).await?;
         let response = hydra::FxRfqResponse {
@@ -247,11 +237,10 @@ impl FxDesk {
         let scope = format!("hydra.fx.settle/{caller}");
         let fingerprint = idempotency::fingerprint(&req)?;
         let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(HydraError::IdempotencyConflict),
-            Claim::Replay { response, .. } => return replay(&response),
-            Claim::InProgress { .. } => return Err(HydraError::RequestInProgress),
-            Claim::New => {}
+        if let Some(done) =
+            claim_or_replay(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await?
+        {
+            return Ok(done);
         }
         // Refusals return early: dropping the transaction rolls the claim back (nothing recorded).
         let quote = store::get(&mut tx, &req.fx_quote_id)

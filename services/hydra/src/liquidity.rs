@@ -29,6 +29,7 @@ use oa_store::{
 };
 use serde::Serialize;
 
+use crate::error::corrupt;
 use crate::{
     book,
     error::HydraError,
@@ -608,10 +609,6 @@ enum Attempt {
     Ended,
     /// The payment is still in flight.
     InFlight,
-}
-
-fn corrupt(what: &str) -> HydraError {
-    HydraError::Store(oa_store::StoreError::Corrupt(what.to_owned()))
 }
 
 fn to_quote(q: &QuoteRow) -> hydra::Quote {

@@ -32,6 +32,7 @@ use oa_store::{
 use serde::Serialize;
 use sqlx::AnyConnection;
 
+use crate::error::corrupt;
 use crate::{
     error::HydraError,
     scoring::{self, Basis, Candidate, Hop, Knowledge, Policy, Scored},
@@ -119,10 +120,6 @@ struct DecisionBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     envelope_estimate: Option<EstimateBody>,
     inputs_sha256: String,
-}
-
-fn corrupt(what: &str) -> HydraError {
-    HydraError::Store(oa_store::StoreError::Corrupt(what.to_owned()))
 }
 
 /// Laplace-smoothed success estimate of the envelope rail, in ppm.

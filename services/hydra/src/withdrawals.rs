@@ -41,6 +41,7 @@ use oa_store::{
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::error::corrupt;
 use crate::{
     book,
     error::HydraError,
@@ -726,10 +727,6 @@ impl Withdrawals {
 
 fn parse(response: &str) -> Result<hydra::WithdrawResponse, HydraError> {
     oa_service::parse_json(response.as_bytes()).map_err(|_| corrupt("stored withdraw response"))
-}
-
-fn corrupt(what: &str) -> HydraError {
-    HydraError::Store(oa_store::StoreError::Corrupt(what.to_owned()))
 }
 
 fn to_response(
