@@ -44,7 +44,7 @@ use oa_proto::{hydra, treasury};
 use oa_receipts::{Hash, Receipt, ReceiptDraft};
 use oa_service::{ApiError, Clock, tracker::Tracker};
 use oa_store::{
-    Db,
+    Db, Tx,
     idempotency::{self, Claim},
     journal,
     receipt_log::{self, ReceiptLog},
@@ -101,6 +101,12 @@ pub struct PaymentsConfig {
     pub max_payment: Msat,
     /// Budget given to an agent on its first payment; zero means agents need an explicit budget.
     pub default_budget: Msat,
+}
+
+/// What claiming an idempotency key leaves the caller with.
+enum Claimed {
+    New(Tx),
+    Answer(Stored),
 }
 
 /// A response ready to send (and to replay): status and proto-JSON body.
@@ -496,27 +502,21 @@ impl Payments {
             }
             tx.commit().await?;
         }
-        let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(TreasuryError::IdempotencyConflict),
-            Claim::Replay {
-                status_code,
-                response,
-            } => {
-                tx.rollback().await?;
-                let body = serde_json::from_str(&response).map_err(|e| corrupt(&e.to_string()))?;
-                return Ok(Stored {
-                    status: StatusCode::from_u16(status_code).unwrap_or(StatusCode::OK),
-                    body,
-                });
-            }
-            Claim::InProgress { resource_id } => {
-                tx.rollback().await?;
-                let id = resource_id.ok_or(TreasuryError::RequestInProgress)?;
-                return self.stored(&id, StatusCode::ACCEPTED).await;
-            }
-            Claim::New => {}
-        }
+        let tx = self.db.begin().await?;
+        let mut tx = match self
+            .claim(
+                tx,
+                &scope,
+                &req.idempotency_key,
+                &fingerprint,
+                now,
+                StatusCode::ACCEPTED,
+            )
+            .await?
+        {
+            Claimed::New(tx) => tx,
+            Claimed::Answer(stored) => return Ok(stored),
+        };
         let (mut decision, budgets, _) = self.decide_in(&mut tx, &ctx, &input).await?;
         let payment_id = format!("pay_{}", uuid::Uuid::now_v7().simple());
         let mut row = PaymentRow {
@@ -1363,6 +1363,41 @@ impl Payments {
     }
 
     /// The current answer for a payment; in-flight and waiting attempts answer 202.
+    /// Claims the request's idempotency key inside `tx`. A new request gets the transaction
+    /// back to do its work in; otherwise the caller's answer: the stored response, or the
+    /// attempt as it stands (with `in_progress`) while its first request is still running.
+    async fn claim(
+        &self,
+        mut tx: Tx,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: u64,
+        in_progress: StatusCode,
+    ) -> Result<Claimed, TreasuryError> {
+        match idempotency::claim(&mut tx, scope, key, fingerprint, now).await? {
+            Claim::New => Ok(Claimed::New(tx)),
+            Claim::Conflict => Err(TreasuryError::IdempotencyConflict),
+            Claim::Replay {
+                status_code,
+                response,
+            } => {
+                tx.rollback().await?;
+                let body = serde_json::from_str(&response).map_err(|e| corrupt(&e.to_string()))?;
+                Ok(Claimed::Answer(Stored {
+                    status: StatusCode::from_u16(status_code).unwrap_or(StatusCode::OK),
+                    body,
+                }))
+            }
+            Claim::InProgress { resource_id } => {
+                // Give the connection back before reading the attempt (SQLite has one).
+                tx.rollback().await?;
+                let id = resource_id.ok_or(TreasuryError::RequestInProgress)?;
+                self.stored(&id, in_progress).await.map(Claimed::Answer)
+            }
+        }
+    }
+
     pub async fn stored(
         &self,
         payment_id: &str,
@@ -1418,27 +1453,21 @@ impl Payments {
         let now = self.clock.now_ms();
         let scope = format!("treasury.approvals/{caller}");
         let fingerprint = idempotency::fingerprint(&(payment_id, approve, &req))?;
-        let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(TreasuryError::IdempotencyConflict),
-            Claim::Replay {
-                status_code,
-                response,
-            } => {
-                tx.rollback().await?;
-                let body = serde_json::from_str(&response).map_err(|e| corrupt(&e.to_string()))?;
-                return Ok(Stored {
-                    status: StatusCode::from_u16(status_code).unwrap_or(StatusCode::OK),
-                    body,
-                });
-            }
-            Claim::InProgress { resource_id } => {
-                tx.rollback().await?;
-                let id = resource_id.ok_or(TreasuryError::RequestInProgress)?;
-                return self.stored(&id, StatusCode::OK).await;
-            }
-            Claim::New => {}
-        }
+        let tx = self.db.begin().await?;
+        let mut tx = match self
+            .claim(
+                tx,
+                &scope,
+                &req.idempotency_key,
+                &fingerprint,
+                now,
+                StatusCode::OK,
+            )
+            .await?
+        {
+            Claimed::New(tx) => tx,
+            Claimed::Answer(stored) => return Ok(stored),
+        };
         let row = store::get(&mut tx, payment_id)
             .await?
             .ok_or(TreasuryError::PaymentNotFound)?;
@@ -1622,27 +1651,21 @@ impl Payments {
         let now = self.clock.now_ms();
         let scope = format!("treasury.settle/{caller}");
         let fingerprint = idempotency::fingerprint(&(payment_id, &req))?;
-        let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(TreasuryError::IdempotencyConflict),
-            Claim::Replay {
-                status_code,
-                response,
-            } => {
-                tx.rollback().await?;
-                let body = serde_json::from_str(&response).map_err(|e| corrupt(&e.to_string()))?;
-                return Ok(Stored {
-                    status: StatusCode::from_u16(status_code).unwrap_or(StatusCode::OK),
-                    body,
-                });
-            }
-            Claim::InProgress { resource_id } => {
-                tx.rollback().await?;
-                let id = resource_id.ok_or(TreasuryError::RequestInProgress)?;
-                return self.stored(&id, StatusCode::ACCEPTED).await;
-            }
-            Claim::New => {}
-        }
+        let tx = self.db.begin().await?;
+        let mut tx = match self
+            .claim(
+                tx,
+                &scope,
+                &req.idempotency_key,
+                &fingerprint,
+                now,
+                StatusCode::ACCEPTED,
+            )
+            .await?
+        {
+            Claimed::New(tx) => tx,
+            Claimed::Answer(stored) => return Ok(stored),
+        };
         let row = store::get(&mut tx, payment_id)
             .await?
             .ok_or(TreasuryError::PaymentNotFound)?;
