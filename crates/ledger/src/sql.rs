@@ -4,7 +4,8 @@
 //! columns, row locks taken with `UPDATE ... RETURNING`. Multi-row statements are generated with
 //! placeholders only, never with values, and are chunked to stay well under both databases'
 //! limits on bound parameters (SQLite: 32,766; PostgreSQL: 65,535). The one difference by
-//! backend is that generated statements use anonymous `?` placeholders on SQLite (see [`param`]).
+//! backend is that generated statements use anonymous `?` placeholders on SQLite (see
+//! [`oa_store::sql`]).
 
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, any::AnyRow, query::Query};
 
@@ -29,9 +30,7 @@ pub(crate) const TRANSFER_COLUMNS: &str = "id, debit_account_id, credit_account_
 
 const TRANSFER_COLUMN_COUNT: usize = 18;
 
-pub(crate) fn is_sqlite(conn: &AnyConnection) -> bool {
-    conn.backend_name() == "SQLite"
-}
+pub(crate) use oa_store::sql::{is_sqlite, param, placeholders, row_placeholders};
 
 pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64, LedgerError> {
     i64::try_from(v).map_err(|_| corrupt(format!("{what} {v} does not fit a BIGINT")))
@@ -106,36 +105,6 @@ pub(crate) fn transfer_from_row(row: &AnyRow) -> Result<Transfer, LedgerError> {
         debit_account_version: to_u64(row.try_get("debit_version")?, "debit_version")?,
         credit_account_version: to_u64(row.try_get("credit_version")?, "credit_version")?,
     })
-}
-
-/// Placeholder `number` (1-based) of a generated statement.
-///
-/// The one place the SQL text differs by backend: SQLite treats `$N` as a *named* parameter and
-/// resolves names by a linear scan, so a statement with thousands of `$N` costs quadratic time
-/// (measured: 2.4 s to insert 8,190 transfers). Anonymous `?` parameters are numbered in order of
-/// appearance at no cost; generated statements bind in that order, so `?` is equivalent there.
-pub(crate) fn param(sqlite: bool, number: usize) -> String {
-    if sqlite {
-        "?".to_owned()
-    } else {
-        format!("${number}")
-    }
-}
-
-/// `$first, $first+1, ...` (or `?, ?, ...` on SQLite) for `n` parameters.
-fn placeholders(sqlite: bool, first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| param(sqlite, i))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `($1, ..., $k), ($k+1, ...), ...` for `rows` rows of `cols` parameters.
-fn row_placeholders(sqlite: bool, rows: usize, cols: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", placeholders(sqlite, r * cols + 1, cols)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn dynamic(sql: String) -> Query<'static, Any, sqlx::any::AnyArguments> {

@@ -12,6 +12,8 @@ pub enum StoreError {
     Receipt(#[from] oa_receipts::ReceiptError),
     #[error("invalid database url: {0}")]
     InvalidUrl(String),
+    #[error(transparent)]
+    Stopped(#[from] crate::group::Stopped),
 }
 
 impl StoreError {

@@ -6,6 +6,7 @@
 //!   failing with `SQLITE_BUSY` on a lock upgrade.
 //! - [`migrate`]: each component (this crate, the ledger, each service) ships numbered
 //!   migrations in its own version range; they run as one sqlx `Migrator`.
+//! - [`group`]: group commit, many callers' small writes in one transaction.
 //! - [`idempotency`]: the record behind every mutation's `idempotency_key`.
 //! - [`journal`]: the per-topic event journal (`topic`, `seq`), with retention floors.
 //! - [`receipt_log`]: the per-issuer receipt log (`log_index`, `prev_hash`), its Merkle leaves
@@ -17,10 +18,12 @@
 
 mod db;
 mod error;
+pub mod group;
 pub mod idempotency;
 pub mod journal;
 pub mod migrate;
 pub mod receipt_log;
+pub mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
 

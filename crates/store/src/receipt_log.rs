@@ -1,10 +1,11 @@
 //! The per-issuer receipt log: `log_index` 0, 1, 2, ... chained by `prev_hash`.
 //!
 //! A receipt is appended in the same transaction as the state change it records. The head row of
-//! the issuer (`receipt_heads`) is bumped with `UPDATE ... RETURNING`, which takes its row lock on
-//! PostgreSQL (and SQLite holds the database write lock already), so appenders of one issuer
-//! serialize there and the chain never forks, even across replicas. Append it last in the
-//! transaction to keep that lock short.
+//! the issuer (`receipt_heads`) is read with a no-op `UPDATE ... RETURNING`, which takes its row
+//! lock on PostgreSQL (and SQLite holds the database write lock already), so appenders of one
+//! issuer serialize there and the chain never forks, even across replicas. Append last in the
+//! transaction to keep that lock short. [`ReceiptLog::batch`] appends many receipts with the
+//! same four statements as one (group commit of several callers' results).
 //!
 //! The log is also an RFC 6962 Merkle tree whose leaves are the receipt hashes in `log_index`
 //! order: [`ReceiptLog::checkpoint`] signs its head into `receipt_checkpoints`, and
@@ -59,6 +60,17 @@ impl ReceiptLog {
         draft: ReceiptDraft,
         now_ms: u64,
     ) -> Result<Receipt, StoreError> {
+        let mut batch = self.batch(&mut *conn).await?;
+        let receipt = batch.seal(draft, now_ms)?.clone();
+        batch.store(conn).await?;
+        Ok(receipt)
+    }
+
+    /// Starts appending several receipts in the caller's transaction: locks the issuer's head
+    /// row (until the transaction ends) and reads it. Seal receipts with [`Batch::seal`], then
+    /// write them all with [`Batch::store`]; a batch dropped without `store` leaves the log as
+    /// it was. Costs four statements however many receipts the batch holds.
+    pub async fn batch(&self, conn: &mut sqlx::AnyConnection) -> Result<Batch<'_>, StoreError> {
         sqlx::query(
             "INSERT INTO receipt_heads (issuer, size, head_hash) VALUES ($1, 0, $2)
              ON CONFLICT (issuer) DO NOTHING",
@@ -67,42 +79,26 @@ impl ReceiptLog {
         .bind(Hash::ZERO.to_string())
         .execute(&mut *conn)
         .await?;
+        // A no-op update: takes the head's row lock on PostgreSQL (SQLite holds the database
+        // write lock already) and reads it in one statement.
         let row = sqlx::query::<Any>(
-            "UPDATE receipt_heads SET size = size + 1 WHERE issuer = $1 RETURNING size, head_hash",
+            "UPDATE receipt_heads SET size = size WHERE issuer = $1 RETURNING size, head_hash",
         )
         .bind(&self.service)
         .fetch_one(&mut *conn)
         .await?;
         let size: i64 = row.try_get("size")?;
         let head: String = row.try_get("head_hash")?;
-        let log_index = u64::try_from(size - 1)
-            .map_err(|_| StoreError::Corrupt("receipt log size below 1".into()))?;
-        let prev_hash = Hash::parse(&head)
+        let base = u64::try_from(size)
+            .map_err(|_| StoreError::Corrupt("receipt log size below 0".into()))?;
+        let head = Hash::parse(&head)
             .map_err(|e| StoreError::Corrupt(format!("receipt head hash: {e}")))?;
-        let receipt = draft.seal(&self.key, &self.service, log_index, prev_hash, now_ms)?;
-        let json = serde_json::to_string(&receipt)
-            .map_err(|e| StoreError::Corrupt(format!("receipt json: {e}")))?;
-        sqlx::query(
-            "INSERT INTO receipts
-               (issuer, log_index, receipt_id, hash, schema_name, idempotency_key, issued_at_ms, json)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&self.service)
-        .bind(size - 1)
-        .bind(&receipt.receipt_id)
-        .bind(receipt.hash.to_string())
-        .bind(&receipt.schema)
-        .bind(&receipt.idempotency_key)
-        .bind(i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?)
-        .bind(json)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("UPDATE receipt_heads SET head_hash = $2 WHERE issuer = $1")
-            .bind(&self.service)
-            .bind(receipt.hash.to_string())
-            .execute(&mut *conn)
-            .await?;
-        Ok(receipt)
+        Ok(Batch {
+            log: self,
+            base,
+            head,
+            sealed: Vec::new(),
+        })
     }
 
     /// Signs and stores a checkpoint of the log as it is now, unless the latest checkpoint
@@ -196,6 +192,110 @@ fn decode_checkpoint(row: &sqlx::any::AnyRow) -> Result<StoredCheckpoint, StoreE
 }
 
 const CHECKPOINT_COLUMNS: &str = "issuer, tree_size, root_hash, key_id, note, created_at_ms";
+
+/// Receipts being appended to one issuer's log in one transaction (see [`ReceiptLog::batch`]).
+pub struct Batch<'a> {
+    log: &'a ReceiptLog,
+    /// Log size when the batch started: the index of its first receipt.
+    base: u64,
+    /// Head hash when the batch started.
+    head: Hash,
+    sealed: Vec<Receipt>,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("issuer", &self.log.service)
+            .field("base", &self.base)
+            .field("sealed", &self.sealed.len())
+            .finish()
+    }
+}
+
+/// Columns of one stored receipt row.
+const RECEIPT_COLUMNS: usize = 8;
+/// Receipt rows per multi-row statement (8 parameters each).
+const RECEIPTS_PER_STATEMENT: usize = 256;
+
+impl Batch<'_> {
+    /// Seals `draft` as the next receipt of the batch (in memory; chained to the one before).
+    pub fn seal(&mut self, draft: ReceiptDraft, now_ms: u64) -> Result<&Receipt, StoreError> {
+        let count = u64::try_from(self.sealed.len())
+            .map_err(|_| StoreError::Corrupt("receipt batch too large".into()))?;
+        let prev = self.sealed.last().map_or(self.head, |r| r.hash);
+        let receipt = draft.seal(
+            &self.log.key,
+            &self.log.service,
+            self.base + count,
+            prev,
+            now_ms,
+        )?;
+        self.sealed.push(receipt);
+        self.sealed
+            .last()
+            .ok_or_else(|| StoreError::Corrupt("sealed receipt vanished".into()))
+    }
+
+    /// Takes back the last sealed receipt (the change it recorded did not happen after all).
+    pub fn unseal_last(&mut self) -> Option<Receipt> {
+        self.sealed.pop()
+    }
+
+    /// How many receipts the batch holds.
+    pub fn len(&self) -> usize {
+        self.sealed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sealed.is_empty()
+    }
+
+    /// Writes the sealed receipts and moves the head past them, in the batch's transaction.
+    pub async fn store(self, conn: &mut sqlx::AnyConnection) -> Result<Vec<Receipt>, StoreError> {
+        let Some(last) = self.sealed.last() else {
+            return Ok(self.sealed);
+        };
+        let sqlite = crate::sql::is_sqlite(conn);
+        for chunk in self.sealed.chunks(RECEIPTS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO receipts
+                   (issuer, log_index, receipt_id, hash, schema_name, idempotency_key, issued_at_ms, json)
+                 VALUES {}",
+                crate::sql::row_placeholders(sqlite, chunk.len(), RECEIPT_COLUMNS)
+            );
+            let mut q = sqlx::query::<Any>(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                let json = serde_json::to_string(r)
+                    .map_err(|e| StoreError::Corrupt(format!("receipt json: {e}")))?;
+                q =
+                    q.bind(self.log.service.clone())
+                        .bind(i64::try_from(r.log_index).map_err(|_| {
+                            StoreError::Corrupt("receipt log index overflow".into())
+                        })?)
+                        .bind(r.receipt_id.clone())
+                        .bind(r.hash.to_string())
+                        .bind(r.schema.clone())
+                        .bind(r.idempotency_key.clone())
+                        .bind(
+                            i64::try_from(r.issued_at_ms)
+                                .map_err(|_| StoreError::Corrupt("time overflow".into()))?,
+                        )
+                        .bind(json);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        let size = i64::try_from(last.log_index + 1)
+            .map_err(|_| StoreError::Corrupt("receipt log size overflow".into()))?;
+        sqlx::query("UPDATE receipt_heads SET size = $2, head_hash = $3 WHERE issuer = $1")
+            .bind(&self.log.service)
+            .bind(size)
+            .bind(last.hash.to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(self.sealed)
+    }
+}
 
 /// The newest checkpoint of `issuer`, if any.
 pub async fn latest_checkpoint(

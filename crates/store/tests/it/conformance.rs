@@ -246,6 +246,65 @@ async fn a_rolled_back_receipt_leaves_no_trace() {
 }
 
 #[tokio::test]
+async fn a_batch_appends_a_chain_and_unsealed_or_unstored_receipts_leave_no_trace() {
+    each_backend(|db| async move {
+        let log = ReceiptLog::new("test", Arc::new(ReceiptKey::generate()));
+        let mut tx = db.begin().await.unwrap();
+        log.append(&mut tx, draft(0), 1).await.unwrap();
+        tx.commit().await.unwrap();
+
+        // Sealed but never stored: the log is unchanged.
+        let mut tx = db.begin().await.unwrap();
+        let mut batch = log.batch(&mut tx).await.unwrap();
+        batch.seal(draft(9_000), 2).unwrap();
+        drop(batch);
+        tx.commit().await.unwrap();
+
+        // 300 receipts (more than one multi-row statement), one taken back in the middle.
+        let mut tx = db.begin().await.unwrap();
+        let mut batch = log.batch(&mut tx).await.unwrap();
+        for i in 1..=300 {
+            batch.seal(draft(i), 3).unwrap();
+            if i == 150 {
+                assert_eq!(batch.unseal_last().unwrap().receipt_id, "rcpt_150");
+            }
+        }
+        assert_eq!(batch.len(), 299);
+        let stored = batch.store(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(stored.len(), 299);
+        assert_eq!((stored[0].log_index, stored[298].log_index), (1, 299));
+
+        let mut conn = db.pool().acquire().await.unwrap();
+        assert_eq!(receipt_log::size(&mut conn, "test").await.unwrap(), 300);
+        let all = receipt_log::list(&mut conn, "test", 0, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 300);
+        assert_eq!(&all[1..], &stored[..]);
+        assert!(
+            oa_receipts::verify_chain(&all).is_empty(),
+            "chain must verify"
+        );
+        assert!(
+            all.iter()
+                .all(|r| r.receipt_id != "rcpt_150" && r.receipt_id != "rcpt_9000")
+        );
+        drop(conn);
+
+        // An empty batch stores nothing and the next append continues the chain.
+        let mut tx = db.begin().await.unwrap();
+        let batch = log.batch(&mut tx).await.unwrap();
+        assert!(batch.is_empty());
+        assert!(batch.store(&mut tx).await.unwrap().is_empty());
+        let next = log.append(&mut tx, draft(301), 4).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!((next.log_index, next.prev_hash), (300, stored[298].hash));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn checkpoints_sign_the_merkle_root_of_the_log_once_per_size() {
     each_backend(|db| async move {
         let key = Arc::new(ReceiptKey::generate());
