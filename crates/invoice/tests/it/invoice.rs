@@ -1,8 +1,5 @@
 //! Invoices made by `create_invoice` validate, and each policy violation gets its own code.
 
-// Helpers outside #[test] functions unwrap too; clippy.toml covers only the tests themselves.
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use oa_invoice::{

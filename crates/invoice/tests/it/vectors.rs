@@ -6,9 +6,6 @@
 //! beside it), or at `$OA_VECTORS_DIR` (the `vectors` directory itself). Missing vectors fail the
 //! test run rather than skip it.
 
-// Helpers outside #[test] functions unwrap too; clippy.toml covers only the tests themselves.
-#![allow(clippy::unwrap_used)]
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
