@@ -32,7 +32,7 @@ pub use http::{Authenticated, bearer_token};
 pub use identity::{MAX_TOKEN_TTL, SigningIdentity};
 pub use scope::{MAX_SCOPE_LEN, MAX_SCOPES_PER_TOKEN, is_valid_scope, scope_pattern_allows};
 pub use trust::{MAX_KID_LEN, MAX_TRUST_STORE_BYTES, MAX_TRUSTED_KEYS, TrustStore, TrustedKey};
-pub use verify::{Claims, MAX_LEEWAY, MAX_TOKEN_LEN, Verifier};
+pub use verify::{Claims, MAX_LEEWAY, MAX_TOKEN_LEN, VERIFIED_CACHE_SIZE, Verifier};
 
 /// Seconds since the Unix epoch by the system clock. A clock set before 1970 reads as 0, which
 /// makes every token look expired rather than making the process panic.

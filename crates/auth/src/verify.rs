@@ -88,12 +88,25 @@ struct WireClaims {
     jti: Option<String>,
 }
 
+/// Most verified tokens remembered per verifier (see [`Verifier::verify_at`]). A service has a
+/// few callers, each reusing one token until it nears expiry; the bound keeps memory at a few
+/// megabytes whatever callers send (tokens are at most [`MAX_TOKEN_LEN`] bytes).
+pub const VERIFIED_CACHE_SIZE: usize = 512;
+
+/// What a verified token's later uses still check: the time-dependent claims.
+#[derive(Debug)]
+struct Verified {
+    claims: Claims,
+    nbf: Option<u64>,
+}
+
 /// Verifies tokens addressed to one audience against a trust store.
 #[derive(Debug)]
 pub struct Verifier {
     trust: TrustStore,
     audience: String,
     leeway_secs: u64,
+    verified: std::sync::Mutex<std::collections::HashMap<String, Verified>>,
 }
 
 impl Verifier {
@@ -114,6 +127,7 @@ impl Verifier {
             trust,
             audience: audience.to_owned(),
             leeway_secs: leeway.as_secs(),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -140,7 +154,67 @@ impl Verifier {
     }
 
     /// [`Verifier::verify`] with an explicit clock, in seconds since the Unix epoch.
+    ///
+    /// A token that verified before is not checked again except for its times (`exp`, `nbf`,
+    /// `iat` against `now_secs`): its signature, audience and scopes cannot have changed, since
+    /// the token is the same bytes and the trust store of a verifier never changes. Callers reuse
+    /// a token for many calls, and the signature check (Ed25519) was a tenth of the CPU of a
+    /// payment through the wallet-executor. Only successes are remembered, at most
+    /// [`VERIFIED_CACHE_SIZE`] of them.
     pub fn verify_at(&self, token: &str, now_secs: u64) -> Result<Claims, AuthError> {
+        let cached = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|map| map.get(token).map(|v| (v.claims.clone(), v.nbf)));
+        if let Some((claims, nbf)) = cached {
+            self.check_times(now_secs, claims.exp, claims.iat, nbf)?;
+            return Ok(claims);
+        }
+        let (claims, nbf) = self.verify_uncached(token, now_secs)?;
+        if let Ok(mut map) = self.verified.lock() {
+            if map.len() >= VERIFIED_CACHE_SIZE {
+                let leeway = self.leeway_secs;
+                map.retain(|_, v| now_secs < v.claims.exp.saturating_add(leeway));
+                if map.len() >= VERIFIED_CACHE_SIZE {
+                    map.clear();
+                }
+            }
+            map.insert(
+                token.to_owned(),
+                Verified {
+                    claims: claims.clone(),
+                    nbf,
+                },
+            );
+        }
+        Ok(claims)
+    }
+
+    /// RFC 7519: valid strictly before `exp`; `nbf` and `iat` must not be in the future.
+    fn check_times(
+        &self,
+        now_secs: u64,
+        exp: u64,
+        iat: u64,
+        nbf: Option<u64>,
+    ) -> Result<(), AuthError> {
+        if now_secs >= exp.saturating_add(self.leeway_secs) {
+            return Err(AuthError::Expired);
+        }
+        let latest_start = now_secs.saturating_add(self.leeway_secs);
+        if nbf.is_some_and(|nbf| nbf > latest_start) || iat > latest_start {
+            return Err(AuthError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    /// The full check of a token, giving its claims and its `nbf`.
+    fn verify_uncached(
+        &self,
+        token: &str,
+        now_secs: u64,
+    ) -> Result<(Claims, Option<u64>), AuthError> {
         if token.is_empty() {
             return Err(AuthError::MissingToken);
         }
@@ -210,14 +284,7 @@ impl Verifier {
             .jti
             .ok_or(AuthError::Malformed("token has no jti claim"))?;
 
-        // RFC 7519: valid strictly before `exp`; `nbf` and `iat` must not be in the future.
-        if now_secs >= exp.saturating_add(self.leeway_secs) {
-            return Err(AuthError::Expired);
-        }
-        let latest_start = now_secs.saturating_add(self.leeway_secs);
-        if wire.nbf.is_some_and(|nbf| nbf > latest_start) || iat > latest_start {
-            return Err(AuthError::NotYetValid);
-        }
+        self.check_times(now_secs, exp, iat, wire.nbf)?;
         // A token living longer than any identity may mint was not made by this suite.
         if exp < iat || exp - iat > MAX_TOKEN_TTL.as_secs() {
             return Err(AuthError::Malformed("token lifetime is out of bounds"));
@@ -249,7 +316,7 @@ impl Verifier {
             return Err(AuthError::ScopeNotAllowedForKey(denied.clone()));
         }
 
-        Ok(Claims {
+        let claims = Claims {
             kid,
             iss,
             sub,
@@ -258,6 +325,12 @@ impl Verifier {
             exp,
             iat,
             jti,
-        })
+        };
+        Ok((claims, wire.nbf))
+    }
+
+    /// How many verified tokens are remembered (for tests of the bound).
+    pub fn remembered(&self) -> usize {
+        self.verified.lock().map_or(0, |m| m.len())
     }
 }

@@ -129,6 +129,60 @@ fn token_expired_within_leeway_is_accepted() {
     assert!(v.verify_at(&token, NOW + 60 + 29).is_ok());
 }
 
+/// A token verified once is remembered, but every later use still checks its times.
+#[test]
+fn a_remembered_token_still_expires_and_is_not_valid_before_its_time() {
+    let id = treasury();
+    let v = verifier_for(&id, &["*"], Duration::from_secs(5));
+    let token = id
+        .mint_at(AUD, &["hydra:pay"], Duration::from_secs(60), NOW)
+        .unwrap();
+    let first = v.verify_at(&token, NOW + 1).unwrap();
+    assert_eq!(v.remembered(), 1);
+    assert_eq!(v.verify_at(&token, NOW + 2).unwrap(), first);
+    assert!(matches!(
+        v.verify_at(&token, NOW + 60 + 5),
+        Err(AuthError::Expired)
+    ));
+    // A clock that moved back before the token's issue time (beyond the leeway).
+    assert!(matches!(
+        v.verify_at(&token, NOW - 10),
+        Err(AuthError::NotYetValid)
+    ));
+    assert_eq!(v.verify_at(&token, NOW + 3).unwrap(), first);
+}
+
+/// Refused tokens are never remembered, and the memory of verified ones stays bounded.
+#[test]
+fn only_verified_tokens_are_remembered_and_the_memory_is_bounded() {
+    let id = treasury();
+    let v = verifier_for(&id, &["hydra:*"], Duration::from_secs(5));
+    let other = verifier_for(&treasury(), &["hydra:*"], Duration::from_secs(5));
+    let foreign = treasury()
+        .mint_at(AUD, &["hydra:pay"], Duration::from_secs(60), NOW)
+        .unwrap();
+    assert!(v.verify_at(&foreign, NOW).is_err());
+    assert_eq!(v.remembered(), 0);
+    let wrong_scope = id
+        .mint_at(AUD, &["treasury:pay"], Duration::from_secs(60), NOW)
+        .unwrap();
+    assert!(v.verify_at(&wrong_scope, NOW).is_err());
+    assert_eq!(v.remembered(), 0);
+    // A token remembered by one verifier means nothing to another with other keys.
+    let token = id
+        .mint_at(AUD, &["hydra:pay"], Duration::from_secs(60), NOW)
+        .unwrap();
+    v.verify_at(&token, NOW).unwrap();
+    assert!(other.verify_at(&token, NOW).is_err());
+    for i in 0..(oa_auth::VERIFIED_CACHE_SIZE as u64 + 10) {
+        let t = id
+            .mint_at(AUD, &["hydra:pay"], Duration::from_secs(60), NOW + i % 3)
+            .unwrap();
+        v.verify_at(&t, NOW + 3).unwrap();
+        assert!(v.remembered() <= oa_auth::VERIFIED_CACHE_SIZE);
+    }
+}
+
 #[test]
 fn token_not_yet_valid_is_refused() {
     let id = treasury();
