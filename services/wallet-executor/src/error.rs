@@ -61,6 +61,12 @@ impl From<crate::node::NodeError> for WalletError {
     }
 }
 
+impl From<oa_store::group::Stopped> for WalletError {
+    fn from(e: oa_store::group::Stopped) -> Self {
+        WalletError::Store(e.into())
+    }
+}
+
 impl From<oa_receipts::ReceiptError> for WalletError {
     fn from(e: oa_receipts::ReceiptError) -> Self {
         WalletError::Store(e.into())

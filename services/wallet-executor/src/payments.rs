@@ -4,11 +4,13 @@
 //!    compromised): per-payment maximum, rolling-window maximum, optional payee allowlist.
 //! 2. In one transaction: claim the idempotency key, check the payment hash was never used,
 //!    record the payment as in flight and count it against the window. Commit: the intent is
-//!    durable before anything is sent.
+//!    durable before anything is sent. Concurrent callers' intents are committed together
+//!    (group commit, up to `GROUP_BATCH`, see [`oa_store::group`]); a refused one takes back
+//!    what it wrote inside the transaction.
 //! 3. Send through the node (idempotent per payment hash by the node trait's contract).
 //! 4. On a terminal state, in one transaction: finish the payment (once, guarded by its status),
 //!    append the signed receipt, store the idempotent response. The finisher task commits the
-//!    results that are ready together (group commit, up to `FINISH_BATCH` results); each caller hears
+//!    results that are ready together (group commit, up to `GROUP_BATCH` results); each caller hears
 //!    its result only after that commit. A payment still in flight is tracked in the background;
 //!    after a restart every in-flight payment is tracked, never re-sent. A payment the node has
 //!    no record of (the process died after recording the intent, before the node got it) is
@@ -23,6 +25,7 @@ use oa_receipts::{Receipt, ReceiptDraft};
 use oa_service::{Clock, tracker::Tracker};
 use oa_store::{
     Db,
+    group::{Committer, GroupCommit},
     idempotency::{self, Claim},
     receipt_log::{self, ReceiptLog},
 };
@@ -74,6 +77,16 @@ impl Caps {
         Ok(())
     }
 
+    fn window_exceeded(&self) -> WalletError {
+        WalletError::CapExceeded {
+            reason_code: "rolling_window_max",
+            message: format!(
+                "the rolling-window maximum of {} would be exceeded",
+                self.window_max
+            ),
+        }
+    }
+
     fn bucket_ms(&self) -> u64 {
         (u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX) / WINDOW_BUCKETS).max(1)
     }
@@ -93,13 +106,7 @@ impl Caps {
             .checked_add(committed)
             .map_or(true, |t| t > self.window_max)
         {
-            return Err(WalletError::CapExceeded {
-                reason_code: "rolling_window_max",
-                message: format!(
-                    "the rolling-window maximum of {} would be exceeded",
-                    self.window_max
-                ),
-            });
+            return Err(self.window_exceeded());
         }
         store::add_to_bucket(&mut *tx, bucket, committed.as_i64()).await?;
         Ok(())
@@ -131,23 +138,137 @@ pub struct Payments {
     pub caps: Caps,
     pub network: Network,
     tracker: Arc<Tracker>,
-    finisher: tokio::sync::mpsc::Sender<FinishJob>,
+    intents: GroupCommit<IntentRecorder>,
+    finisher: GroupCommit<Recorder>,
 }
 
-/// Most payment results committed in one transaction: bounds the time the single SQLite writer
-/// is held and the work redone one by one if a batch fails.
-const FINISH_BATCH: usize = 64;
-/// Results waiting for the finisher; callers wait (back-pressure) when it is full.
-const FINISH_QUEUE: usize = 1_024;
+/// Most intents or results committed in one transaction: bounds the time the single SQLite
+/// writer is held and the work redone one by one if a batch fails.
+const GROUP_BATCH: usize = 64;
+/// Jobs waiting for a group commit; callers wait (back-pressure) when it is full.
+const GROUP_QUEUE: usize = 1_024;
 
+/// One payment's intent, to record before anything is sent.
+struct IntentJob {
+    scope: String,
+    key: String,
+    fingerprint: String,
+    row: PaymentRow,
+    /// Amount plus fee limit, counted in the rolling window.
+    committed: Msat,
+}
+
+/// What became of an intent.
+enum Intent {
+    /// Recorded: the payment may be sent.
+    New,
+    /// The key's request completed before: its stored response.
+    Replay(String),
+    /// The key's first request is still running.
+    InProgress,
+}
+
+/// Records payment intents, many per transaction (group commit). Per intent: the idempotency
+/// claim and the payment row; per batch: one read of the rolling window and one write per
+/// bucket touched. A refused intent (hash already used, cap exceeded) takes back what it wrote,
+/// inside the transaction, so it changes nothing.
+struct IntentRecorder {
+    db: Db,
+    caps: Caps,
+}
+
+impl Committer for IntentRecorder {
+    type Job = IntentJob;
+    type Out = Result<Intent, WalletError>;
+    type Error = WalletError;
+
+    async fn commit(&self, jobs: &[IntentJob]) -> Result<Vec<Self::Out>, WalletError> {
+        let bucket_ms = self.caps.bucket_ms();
+        let mut tx = self.db.begin().await?;
+        // The window is read once, from the oldest bucket any intent of the batch counts:
+        // counting more buckets errs on the strict side.
+        let from = jobs
+            .iter()
+            .map(|j| j.row.created_at_ms / bucket_ms)
+            .min()
+            .unwrap_or(0)
+            .saturating_sub(WINDOW_BUCKETS - 1);
+        let mut used = store::window_total(&mut tx, from).await?;
+        let mut added: Vec<(u64, Msat)> = Vec::new();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let row = &job.row;
+            match idempotency::claim(
+                &mut tx,
+                &job.scope,
+                &job.key,
+                &job.fingerprint,
+                row.created_at_ms,
+            )
+            .await?
+            {
+                Claim::Conflict => {
+                    out.push(Err(WalletError::IdempotencyConflict));
+                    continue;
+                }
+                Claim::Replay { response, .. } => {
+                    out.push(Ok(Intent::Replay(response)));
+                    continue;
+                }
+                Claim::InProgress { .. } => {
+                    out.push(Ok(Intent::InProgress));
+                    continue;
+                }
+                Claim::New => {}
+            }
+            // The primary key on payment_hash is the exactly-once guard: a second request for a
+            // hash is refused, whatever its idempotency key.
+            if !store::insert(&mut tx, row).await? {
+                let existing = store::get(&mut tx, &row.payment_hash).await?;
+                idempotency::release(&mut tx, &job.scope, &job.key).await?;
+                out.push(Err(WalletError::HashAlreadyUsed(
+                    match existing.as_ref().map(|r| r.status.as_str()) {
+                        Some(SUCCEEDED) => "succeeded",
+                        Some(FAILED) => "failed",
+                        _ => "in_flight",
+                    },
+                )));
+                continue;
+            }
+            match used.checked_add(job.committed) {
+                Ok(total) if total <= self.caps.window_max => {
+                    used = total;
+                    let bucket = row.created_at_ms / bucket_ms;
+                    match added.iter_mut().find(|(b, _)| *b == bucket) {
+                        // Below the window maximum, as `used` is: cannot overflow.
+                        Some((_, sum)) => *sum = sum.checked_add(job.committed).unwrap_or(total),
+                        None => added.push((bucket, job.committed)),
+                    }
+                    out.push(Ok(Intent::New));
+                }
+                _ => {
+                    store::delete(&mut tx, &row.payment_hash).await?;
+                    idempotency::release(&mut tx, &job.scope, &job.key).await?;
+                    out.push(Err(self.caps.window_exceeded()));
+                }
+            }
+        }
+        for (bucket, sum) in added {
+            store::add_to_bucket(&mut tx, bucket, sum.as_i64()).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// What the result recorder needs to record a payment's end.
 struct FinishJob {
     payment_hash: String,
     state: PayState,
     known: Option<PaymentRow>,
-    reply: tokio::sync::oneshot::Sender<Result<Option<wallet::PaymentResponse>, WalletError>>,
 }
 
-/// What the finisher needs to record results.
+/// Records payments' ends, many per transaction (group commit).
 struct Recorder {
     db: Db,
     log: ReceiptLog,
@@ -156,65 +277,43 @@ struct Recorder {
     backend: &'static str,
 }
 
-/// Takes results as they come and commits each run of them in one transaction. If a batch
-/// fails, its results are retried one per transaction, so one bad result cannot hold back
-/// the others; each caller gets its own answer.
-async fn run_finisher(rec: Recorder, mut rx: tokio::sync::mpsc::Receiver<FinishJob>) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < FINISH_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        match rec.finish_batch(&jobs).await {
-            Ok(results) => {
-                for (job, r) in jobs.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(r));
-                }
-            }
-            Err(e) if jobs.len() == 1 => {
-                if let Some(job) = jobs.pop() {
-                    let _ = job.reply.send(Err(e));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(
-                    batch = jobs.len(),
-                    "batch of payment results failed, retrying one by one: {e}"
-                );
-                for job in jobs {
-                    let r = rec
-                        .finish_batch(std::slice::from_ref(&job))
-                        .await
-                        .map(|mut v| v.pop().flatten());
-                    let _ = job.reply.send(r);
-                }
-            }
-        }
+impl Committer for Recorder {
+    type Job = FinishJob;
+    type Out = Option<wallet::PaymentResponse>;
+    type Error = WalletError;
+
+    async fn commit(
+        &self,
+        jobs: &[FinishJob],
+    ) -> Result<Vec<Option<wallet::PaymentResponse>>, WalletError> {
+        self.finish_batch(jobs).await
     }
 }
 
 impl Recorder {
+    /// Records a run of results in one transaction: one receipt-log batch for all of them, so a
+    /// result costs two statements (the guarded finish, the idempotent response).
     async fn finish_batch(
         &self,
         jobs: &[FinishJob],
     ) -> Result<Vec<Option<wallet::PaymentResponse>>, WalletError> {
         let mut tx = self.db.begin().await?;
+        let mut receipts = self.log.batch(&mut tx).await?;
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
-            out.push(self.finish_in(&mut tx, job).await?);
+            out.push(self.finish_in(&mut tx, &mut receipts, job).await?);
         }
+        receipts.store(&mut tx).await?;
         tx.commit().await?;
         Ok(out)
     }
 
-    /// One result, inside the batch's transaction. The guarded update runs first, so a payment
-    /// someone else finished is skipped before anything is written for it.
+    /// One result, inside the batch's transaction. The receipt is sealed first (its hash is
+    /// written by the guarded finish) and taken back if someone else finished the payment.
     async fn finish_in(
         &self,
         tx: &mut sqlx::AnyConnection,
+        receipts: &mut receipt_log::Batch<'_>,
         job: &FinishJob,
     ) -> Result<Option<wallet::PaymentResponse>, WalletError> {
         let now = self.clock.now_ms();
@@ -238,32 +337,6 @@ impl Recorder {
             ),
             PayState::InFlight => return Ok(None),
         };
-        // Guarded by `status = 'in_flight'` (on PostgreSQL a concurrent finisher blocks on the
-        // row and then finds it finished): the payment ends once.
-        if !store::finish(
-            &mut *tx,
-            payment_hash,
-            &store::Finish {
-                status,
-                fee,
-                preimage: preimage.as_deref(),
-                failure_code: code,
-                failure_reason: reason,
-                resolved_at_ms: now,
-            },
-        )
-        .await?
-        {
-            return Ok(None);
-        }
-        if status == FAILED {
-            let committed = row.amount.checked_add(row.fee_limit).unwrap_or(Msat::MAX);
-            let bucket_ms = (u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX)
-                / WINDOW_BUCKETS)
-                .max(1);
-            store::add_to_bucket(&mut *tx, row.created_at_ms / bucket_ms, -committed.as_i64())
-                .await?;
-        }
         let body = PaymentReceiptBody {
             payment_hash,
             status,
@@ -284,9 +357,36 @@ impl Recorder {
             links: vec![],
             body: oa_receipts::body_from(&body)?,
         };
-        let receipt = self.log.append(&mut *tx, draft, now).await?;
+        let receipt = receipts.seal(draft, now)?.clone();
         let receipt_hash = receipt.hash.to_string();
-        store::set_receipt_hash(&mut *tx, payment_hash, &receipt_hash).await?;
+        // Guarded by `status = 'in_flight'` (on PostgreSQL a concurrent finisher blocks on the
+        // row and then finds it finished): the payment ends once.
+        if !store::finish(
+            &mut *tx,
+            payment_hash,
+            &store::Finish {
+                status,
+                fee,
+                preimage: preimage.as_deref(),
+                failure_code: code,
+                failure_reason: reason,
+                resolved_at_ms: now,
+                receipt_hash: &receipt_hash,
+            },
+        )
+        .await?
+        {
+            receipts.unseal_last();
+            return Ok(None);
+        }
+        if status == FAILED {
+            let committed = row.amount.checked_add(row.fee_limit).unwrap_or(Msat::MAX);
+            let bucket_ms = (u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX)
+                / WINDOW_BUCKETS)
+                .max(1);
+            store::add_to_bucket(&mut *tx, row.created_at_ms / bucket_ms, -committed.as_i64())
+                .await?;
+        }
         let finished = PaymentRow {
             status: status.to_owned(),
             fee,
@@ -343,8 +443,7 @@ impl Payments {
         caps: Caps,
         network: Network,
     ) -> Self {
-        let (finisher, rx) = tokio::sync::mpsc::channel(FINISH_QUEUE);
-        tokio::spawn(run_finisher(
+        let finisher = GroupCommit::spawn(
             Recorder {
                 db: db.clone(),
                 log: log.clone(),
@@ -352,8 +451,17 @@ impl Payments {
                 window: caps.window,
                 backend: node.backend(),
             },
-            rx,
-        ));
+            GROUP_BATCH,
+            GROUP_QUEUE,
+        );
+        let intents = GroupCommit::spawn(
+            IntentRecorder {
+                db: db.clone(),
+                caps: caps.clone(),
+            },
+            GROUP_BATCH,
+            GROUP_QUEUE,
+        );
         Self {
             db,
             node,
@@ -362,6 +470,7 @@ impl Payments {
             caps,
             network,
             tracker: Arc::new(Tracker::new()),
+            intents,
             finisher,
         }
     }
@@ -411,22 +520,6 @@ impl Payments {
         let scope = format!("wallet.pay/{caller}");
         let fingerprint = idempotency::fingerprint(&req)?;
         let hash_hex = invoice.payment_hash.to_string();
-        let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(WalletError::IdempotencyConflict),
-            Claim::Replay { response, .. } => {
-                tx.rollback().await?;
-                return oa_service::parse_json::<wallet::PaymentResponse>(response.as_bytes())
-                    .map_err(|_| {
-                        WalletError::Store(oa_store::StoreError::Corrupt("stored response".into()))
-                    });
-            }
-            Claim::InProgress { .. } => {
-                tx.rollback().await?;
-                return self.current(&scope, &req.idempotency_key).await;
-            }
-            Claim::New => {}
-        }
         let row = PaymentRow {
             payment_hash: hash_hex.clone(),
             idempotency_scope: scope.clone(),
@@ -444,34 +537,26 @@ impl Payments {
             resolved_at_ms: None,
             receipt_hash: None,
         };
-        // The primary key on payment_hash is the exactly-once guard: a second request for a hash
-        // fails here, whatever its idempotency key. Only then is the existing row read, outside
-        // this (on PostgreSQL, aborted) transaction, to say what became of it.
-        if let Err(e) = store::insert(&mut tx, &row).await {
-            if !e.is_unique_violation() {
-                return Err(e.into());
+        let intent = self
+            .intents
+            .submit(IntentJob {
+                scope: scope.clone(),
+                key: req.idempotency_key.clone(),
+                fingerprint,
+                row: row.clone(),
+                committed,
+            })
+            .await??;
+        match intent {
+            Intent::New => {}
+            Intent::Replay(response) => {
+                return oa_service::parse_json::<wallet::PaymentResponse>(response.as_bytes())
+                    .map_err(|_| {
+                        WalletError::Store(oa_store::StoreError::Corrupt("stored response".into()))
+                    });
             }
-            tx.rollback().await?;
-            let mut conn = self
-                .db
-                .pool()
-                .acquire()
-                .await
-                .map_err(oa_store::StoreError::from)?;
-            let existing = store::get(&mut conn, &hash_hex).await?;
-            return Err(WalletError::HashAlreadyUsed(
-                match existing.as_ref().map(|r| r.status.as_str()) {
-                    Some(SUCCEEDED) => "succeeded",
-                    Some(FAILED) => "failed",
-                    _ => "in_flight",
-                },
-            ));
+            Intent::InProgress => return self.current(&scope, &req.idempotency_key).await,
         }
-        if let Err(e) = self.caps.reserve(&mut tx, now, committed).await {
-            tx.rollback().await?;
-            return Err(e);
-        }
-        tx.commit().await?;
 
         let send = SendRequest {
             bolt11: invoice.bolt11,
@@ -510,19 +595,13 @@ impl Payments {
         state: PayState,
         known: Option<PaymentRow>,
     ) -> Result<Option<wallet::PaymentResponse>, WalletError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let stopped =
-            || WalletError::Store(oa_store::StoreError::Corrupt("the finisher stopped".into()));
         self.finisher
-            .send(FinishJob {
+            .submit(FinishJob {
                 payment_hash: payment_hash.to_owned(),
                 state,
                 known,
-                reply,
             })
             .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
     }
 
     /// The current state of the payment created under an idempotency key.

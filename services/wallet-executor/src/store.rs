@@ -72,11 +72,13 @@ fn decode(r: &AnyRow) -> Result<PaymentRow, StoreError> {
     })
 }
 
-pub async fn insert(conn: &mut AnyConnection, p: &PaymentRow) -> Result<(), StoreError> {
-    sqlx::query(
+/// Records a new payment; `false` (nothing written) if its payment hash is already recorded.
+pub async fn insert(conn: &mut AnyConnection, p: &PaymentRow) -> Result<bool, StoreError> {
+    let n = sqlx::query(
         "INSERT INTO wallet_payments (payment_hash, idempotency_scope, idempotency_key, invoice, payee_pubkey,
             amount_msat, fee_limit_msat, status, fee_msat, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)
+         ON CONFLICT (payment_hash) DO NOTHING",
     )
     .bind(&p.payment_hash)
     .bind(&p.idempotency_scope)
@@ -88,7 +90,17 @@ pub async fn insert(conn: &mut AnyConnection, p: &PaymentRow) -> Result<(), Stor
     .bind(&p.status)
     .bind(ms(p.created_at_ms)?)
     .execute(conn)
-    .await?;
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Removes a payment recorded in the current transaction (its intent was refused after all).
+pub async fn delete(conn: &mut AnyConnection, payment_hash: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM wallet_payments WHERE payment_hash = $1")
+        .bind(payment_hash)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -150,6 +162,8 @@ pub struct Finish<'a> {
     pub failure_code: Option<&'a str>,
     pub failure_reason: Option<&'a str>,
     pub resolved_at_ms: u64,
+    /// The receipt that records this end.
+    pub receipt_hash: &'a str,
 }
 
 /// Moves an in-flight payment to its terminal state. Returns false if it
@@ -162,7 +176,7 @@ pub async fn finish(
 ) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "UPDATE wallet_payments SET status = $2, fee_msat = $3, preimage = $4, failure_code = $5,
-            failure_reason = $6, resolved_at_ms = $7
+            failure_reason = $6, resolved_at_ms = $7, receipt_hash = $8
          WHERE payment_hash = $1 AND status = 'in_flight'",
     )
     .bind(payment_hash)
@@ -172,23 +186,11 @@ pub async fn finish(
     .bind(f.failure_code)
     .bind(f.failure_reason)
     .bind(ms(f.resolved_at_ms)?)
+    .bind(f.receipt_hash)
     .execute(conn)
     .await?
     .rows_affected();
     Ok(n == 1)
-}
-
-pub async fn set_receipt_hash(
-    conn: &mut AnyConnection,
-    payment_hash: &str,
-    hash: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE wallet_payments SET receipt_hash = $2 WHERE payment_hash = $1")
-        .bind(payment_hash)
-        .bind(hash)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// Adds `delta_msat` (negative to give back) to a spending bucket.

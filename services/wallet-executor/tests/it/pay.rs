@@ -174,6 +174,26 @@ async fn hard_caps_hold_whatever_the_caller_asks() {
         err.metadata().get("oa-reason-code").unwrap(),
         "rolling_window_max"
     );
+    // The refused intent left nothing: no payment, and its key is free for another request.
+    let refused = h.invoice("carol", 90_000);
+    c.pay_invoice(pay_req("k4", &refused, 0)).await.unwrap_err();
+    let hash = oa_invoice::decode(&refused)
+        .unwrap()
+        .payment_hash
+        .to_string();
+    let err = c
+        .get_payment(wallet::GetPaymentRequest {
+            payment_hash: hash.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), "PAYMENT_NOT_FOUND");
+    let paid = c
+        .pay_invoice(pay_req("k4", &h.invoice("carol", 60_000), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.payment.unwrap().status(), PaymentStatus::Succeeded);
     h.stop().await;
 
     let carol = {
@@ -289,4 +309,65 @@ async fn the_lnd_backend_refuses_to_start_with_a_clear_message() {
         err.to_string().contains("--backend lnd needs --lnd-url"),
         "{err}"
     );
+}
+
+/// Many concurrent requests land in the same intent batches: every hash is sent once, every
+/// key answers for one payment, and refusals inside a batch do not disturb the others.
+#[tokio::test]
+async fn concurrent_requests_sharing_keys_and_hashes_pay_each_hash_once() {
+    let h = Harness::start(&["--window-max-msat=100000000"]).await;
+    let c = h.hydra().await;
+    let invoices: Vec<String> = (0..8).map(|i| h.invoice("carol", 1_000 + i)).collect();
+    let mut tasks = Vec::new();
+    for round in 0..6 {
+        for (i, inv) in invoices.iter().enumerate() {
+            let mut c = c.clone();
+            // Rounds 0-2 share one key per invoice; rounds 3-5 use their own keys.
+            let key = if round < 3 {
+                format!("shared-{i}")
+            } else {
+                format!("own-{round}-{i}")
+            };
+            let inv = inv.clone();
+            tasks.push(tokio::spawn(async move {
+                (i, round, c.pay_invoice(pay_req(&key, &inv, 0)).await)
+            }));
+        }
+    }
+    let mut paid_by_shared_key = vec![None; invoices.len()];
+    for t in tasks {
+        let (i, round, r) = t.await.unwrap();
+        match r {
+            Ok(resp) => {
+                let p = resp.into_inner().payment.unwrap();
+                assert!(
+                    round < 3,
+                    "only the shared keys may own a payment, round {round}"
+                );
+                assert_eq!(p.idempotency_key, format!("shared-{i}"));
+                assert!(matches!(
+                    p.status(),
+                    PaymentStatus::Succeeded | PaymentStatus::InFlight
+                ));
+                paid_by_shared_key[i] = Some(p.payment_hash);
+            }
+            Err(e) => {
+                let code = error_code(&e);
+                if round < 3 {
+                    assert_eq!(code, "IDEMPOTENCY_IN_PROGRESS", "round {round}");
+                } else {
+                    assert!(
+                        code == "PAYMENT_IN_FLIGHT" || code == "PAYMENT_ALREADY_SUCCEEDED",
+                        "round {round}: {code}"
+                    );
+                }
+            }
+        }
+    }
+    for (i, inv) in invoices.iter().enumerate() {
+        let hash = oa_invoice::decode(inv).unwrap().payment_hash;
+        assert_eq!(h.sim.send_count(&hash), 1, "invoice {i}");
+        assert_eq!(paid_by_shared_key[i], Some(hash.to_string()));
+    }
+    h.stop().await;
 }
