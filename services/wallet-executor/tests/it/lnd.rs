@@ -528,8 +528,9 @@ async fn lnd_credentials_and_tls_material_never_show_in_debug_or_errors() {
 }
 
 /// The executor itself, started with `--backend lnd` against the fake over TLS: a payment
-/// succeeds with a receipt, and a payment whose stream drops mid-way is tracked to its real
-/// result, sent once.
+/// succeeds with a receipt, a payment whose stream drops mid-way is tracked to its real result,
+/// sent once, and a rebalance that answers after the caller's wait still reports its payment hash
+/// (the rebalance answer grace) and is tracked to its receipt.
 #[tokio::test]
 async fn the_executor_pays_through_the_lnd_backend_and_tracks_a_dropped_stream() {
     use oa_proto::wallet::{self, PaymentStatus, wallet_executor_client::WalletExecutorClient};
@@ -631,6 +632,54 @@ async fn the_executor_pays_through_the_lnd_backend_and_tracks_a_dropped_stream()
     }
     assert_eq!(status, PaymentStatus::Succeeded);
     assert_eq!(fake.sends(&hash), 1, "paid exactly once");
+
+    // A rebalance still in flight when the caller's wait ends. The backend prepares first (lists
+    // channels, issues the invoice to ourselves) and then waits the whole `timeout_ms` for the
+    // payment, so its answer comes after that wait: the executor's answer grace lets it arrive,
+    // and the caller learns the payment hash instead of an in-doubt NODE_UNAVAILABLE. The tracker
+    // records the end once the payment completes.
+    let chans = node(&url, &cert, MACAROON).list_channels().await.unwrap();
+    fake.set_faults(Faults {
+        hang: true,
+        ..Faults::default()
+    });
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let ops_bearer = oa_auth::grpc::BearerInterceptor::new(
+        ring.identity("lightning-ops").unwrap(),
+        "wallet-executor",
+        ["wallet:channels"],
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    let mut ops = WalletExecutorClient::with_interceptor(channel, ops_bearer);
+    let req = wallet::RebalanceRequest {
+        idempotency_key: "rb-late".into(),
+        out_chan_id: chans[1].chan_id,
+        in_chan_id: chans[0].chan_id,
+        amount_msat: 40_000_000,
+        fee_limit_msat: 10_000,
+        timeout_ms: 50,
+    };
+    let first = ops.rebalance(req.clone()).await.unwrap().into_inner();
+    assert_eq!(first.status(), PaymentStatus::InFlight);
+    assert_eq!(first.payment_hash.len(), 64, "{first:?}");
+    assert!(first.receipt.is_none());
+    fake.release();
+    let mut done = first.clone();
+    for _ in 0..250 {
+        if done.status() != PaymentStatus::InFlight {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        done = ops.rebalance(req.clone()).await.unwrap().into_inner();
+    }
+    assert_eq!(done.status(), PaymentStatus::Succeeded, "{done:?}");
+    assert_eq!(done.payment_hash, first.payment_hash);
+    assert!(done.receipt.is_some());
 
     let _ = stop.send(());
     task.await.unwrap().unwrap();
