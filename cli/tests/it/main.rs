@@ -3,5 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod docker;
 mod proof;
 mod suite;
