@@ -9,6 +9,7 @@
 //! - `oa token`: mints a development token.
 
 mod demo;
+mod load;
 mod receipts;
 mod suite;
 mod up;
@@ -34,6 +35,9 @@ enum Command {
     Up(up::UpArgs),
     /// Pay an invoice through a running suite, then export and verify the receipts.
     Demo(demo::DemoArgs),
+    /// Drive treasury payments through a running suite with concurrent callers; report throughput
+    /// and latency percentiles.
+    Load(load::LoadArgs),
     /// Export, verify (audit) or trace receipts.
     #[command(subcommand)]
     Receipts(receipts::ReceiptsCommand),
@@ -167,6 +171,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Load(args) => load::run(args).await,
         Command::Receipts(cmd) => receipts::run(cmd).await,
         Command::Proof(cmd) => receipts::proof(cmd),
         Command::Ops(cmd) => ops(cmd).await,

@@ -438,3 +438,32 @@ fn tampering_is_caught_and_named(export: &Path, dir: &Path) {
         "expected at least three receipts to tamper with"
     );
 }
+
+/// `oa load` against a real suite: every payment succeeds and the report counts them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_load_generator_pays_through_the_suite_and_reports_percentiles() {
+    let up = Up::start();
+    let dir = up.dir.path().to_str().unwrap().to_owned();
+    let (ok, out) = oa(&[
+        "load",
+        "--data-dir",
+        &dir,
+        "--callers",
+        "4",
+        "--payments",
+        "40",
+        "--warmup",
+        "4",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("oa load: 40 payments, 40 succeeded, 4 callers:"),
+        "{out}"
+    );
+    assert!(out.contains("p99"), "{out}");
+    // Bad arguments are refused before anything is sent.
+    let (ok, out) = oa(&["load", "--data-dir", &dir, "--callers", "0"]);
+    assert!(!ok && out.contains("--callers must be 1 to"), "{out}");
+    let status = up.stop();
+    assert!(status.success(), "{status}");
+}
