@@ -22,6 +22,7 @@ mod json;
 pub mod ledger;
 pub mod metrics;
 pub mod openapi;
+pub mod peer;
 pub mod receipts;
 mod router;
 mod scope;

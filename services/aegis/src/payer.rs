@@ -9,13 +9,15 @@ use async_trait::async_trait;
 use http::StatusCode;
 use oa_auth::TokenSource;
 use oa_proto::hydra;
-use oa_service::ApiError;
+use oa_service::{
+    ApiError,
+    peer::{PeerClient, PeerError},
+};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// Bound on one call to Hydra: a pay waits for the payment up to Hydra's own bound (20 s), so
 /// this leaves room for the round trip.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(45);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest answer read from Hydra: a response and two receipts are a few KiB.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// The scopes Aegis's tokens for Hydra carry.
@@ -68,21 +70,13 @@ impl Payer for NotConfigured {
 }
 
 pub struct HttpPayer {
-    base: String,
-    client: reqwest::Client,
-    tokens: TokenSource,
+    peer: PeerClient,
 }
 
 impl HttpPayer {
     pub fn new(base: &str, tokens: TokenSource) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()?;
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            client,
-            tokens,
+            peer: PeerClient::new(base, tokens, CALL_TIMEOUT, MAX_RESPONSE_BYTES)?,
         })
     }
 
@@ -91,28 +85,14 @@ impl HttpPayer {
         path: &str,
         req: &Req,
     ) -> Result<Resp, ApiError> {
-        let token = self.tokens.token().map_err(ApiError::internal)?;
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        answer(resp).await
+        answer(self.peer.post(path, req).await)
     }
 }
 
-async fn answer<Resp: DeserializeOwned>(resp: reqwest::Response) -> Result<Resp, ApiError> {
-    let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|e| unavailable(&e))?;
-    if bytes.len() > MAX_RESPONSE_BYTES {
-        return Err(ApiError::unavailable(
-            "HYDRA_UNAVAILABLE",
-            "hydra's answer is too large",
-        ));
-    }
+fn answer<Resp: DeserializeOwned>(
+    answered: Result<(StatusCode, Vec<u8>), PeerError>,
+) -> Result<Resp, ApiError> {
+    let (status, bytes) = answered.map_err(|e| unavailable(&e))?;
     if status.is_success() {
         return oa_service::parse_json(&bytes).map_err(|_| {
             ApiError::unavailable(
@@ -130,7 +110,6 @@ async fn answer<Resp: DeserializeOwned>(resp: reqwest::Response) -> Result<Resp,
         .as_str()
         .unwrap_or("hydra refused the request")
         .to_owned();
-    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut e = ApiError::new(status, code, message);
     // A conflict on a key in progress, a server error or an explicit retryable flag: the outcome
     // is unknown, ask again with the same key.
@@ -143,7 +122,7 @@ async fn answer<Resp: DeserializeOwned>(resp: reqwest::Response) -> Result<Resp,
     Err(e)
 }
 
-fn unavailable(e: &reqwest::Error) -> ApiError {
+fn unavailable(e: &PeerError) -> ApiError {
     tracing::warn!("hydra call failed: {e}");
     ApiError::unavailable("HYDRA_UNAVAILABLE", "hydra is unavailable; retry later")
 }

@@ -6,6 +6,7 @@
 //! Aegis signed (signature, trusted key, schema, the hash the caller named) and reads the verdict,
 //! the verification id and the scope from its body.
 
+use oa_service::peer::PeerClient;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,7 +20,6 @@ use oa_service::ApiError;
 pub const VERIFICATION_SCHEMA: &str = "oa.aegis.verification_receipt.v1";
 /// Bound on one call to Aegis: a read of a stored verification.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest answer read from Aegis (a verification and one receipt are a few KiB).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
@@ -38,21 +38,13 @@ pub trait Verifications: Send + Sync + 'static {
 
 /// Aegis over HTTP, with Hydra's identity (scope `aegis:read`).
 pub struct HttpAegis {
-    base: String,
-    client: reqwest::Client,
-    tokens: TokenSource,
+    peer: PeerClient,
 }
 
 impl HttpAegis {
     pub fn new(base: &str, tokens: TokenSource) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()?;
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            client,
-            tokens,
+            peer: PeerClient::new(base, tokens, CALL_TIMEOUT, MAX_RESPONSE_BYTES)?,
         })
     }
 }
@@ -69,25 +61,11 @@ impl Verifications for HttpAegis {
         verification_id: &str,
     ) -> Result<Option<aegis::GetVerificationResponse>, ApiError> {
         // Callers validate ids to [A-Za-z0-9._:-], so the id needs no escaping in the path.
-        let token = self.tokens.token().map_err(ApiError::internal)?;
-        let resp = self
-            .client
-            .get(format!(
-                "{}/v1/aegis/verification/{verification_id}",
-                self.base
-            ))
-            .bearer_auth(token)
-            .send()
+        let (status, bytes) = self
+            .peer
+            .get(&format!("/v1/aegis/verification/{verification_id}"))
             .await
             .map_err(|e| unavailable(&e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| unavailable(&e.to_string()))?;
-        if bytes.len() > MAX_RESPONSE_BYTES {
-            return Err(unavailable("answer too large"));
-        }
         if status.as_u16() == StatusCode::NOT_FOUND.as_u16() {
             return Ok(None);
         }

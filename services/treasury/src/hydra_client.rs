@@ -8,12 +8,14 @@ use async_trait::async_trait;
 use http::StatusCode;
 use oa_auth::TokenSource;
 use oa_proto::hydra;
-use oa_service::ApiError;
+use oa_service::{
+    ApiError,
+    peer::{PeerClient, PeerError},
+};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// Bound on one call to Hydra (a pay waits for the payment up to Hydra's own bound).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(45);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest answer read from Hydra: a response and a few receipts are a few KiB.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// The scopes treasury's tokens for Hydra carry.
@@ -61,21 +63,13 @@ pub trait Hydra: Send + Sync + 'static {
 }
 
 pub struct HttpHydra {
-    base: String,
-    client: reqwest::Client,
-    tokens: TokenSource,
+    peer: PeerClient,
 }
 
 impl HttpHydra {
     pub fn new(base: &str, tokens: TokenSource) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()?;
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            client,
-            tokens,
+            peer: PeerClient::new(base, tokens, CALL_TIMEOUT, MAX_RESPONSE_BYTES)?,
         })
     }
 
@@ -84,40 +78,18 @@ impl HttpHydra {
         path: &str,
         req: &Req,
     ) -> Result<Resp, ApiError> {
-        let token = self.tokens.token().map_err(ApiError::internal)?;
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        answer(resp).await
+        answer(self.peer.post(path, req).await)
     }
 
     async fn get<Resp: DeserializeOwned>(&self, path: &str) -> Result<Resp, ApiError> {
-        let token = self.tokens.token().map_err(ApiError::internal)?;
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        answer(resp).await
+        answer(self.peer.get(path).await)
     }
 }
 
-async fn answer<Resp: DeserializeOwned>(resp: reqwest::Response) -> Result<Resp, ApiError> {
-    let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|e| unavailable(&e))?;
-    if bytes.len() > MAX_RESPONSE_BYTES {
-        return Err(ApiError::unavailable(
-            "HYDRA_UNAVAILABLE",
-            "hydra's answer is too large",
-        ));
-    }
+fn answer<Resp: DeserializeOwned>(
+    answered: Result<(StatusCode, Vec<u8>), PeerError>,
+) -> Result<Resp, ApiError> {
+    let (status, bytes) = answered.map_err(|e| unavailable(&e))?;
     if status.is_success() {
         return oa_service::parse_json(&bytes).map_err(|_| {
             ApiError::internal("hydra answered with a body that is not its contract")
@@ -132,7 +104,6 @@ async fn answer<Resp: DeserializeOwned>(resp: reqwest::Response) -> Result<Resp,
         .as_str()
         .unwrap_or("hydra refused the request")
         .to_owned();
-    let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut e = ApiError::new(status, code, message);
     e.retryable =
         status.is_server_error() || envelope["error"]["retryable"].as_bool().unwrap_or(false);
@@ -146,7 +117,7 @@ async fn answer<Resp: DeserializeOwned>(resp: reqwest::Response) -> Result<Resp,
     Err(e)
 }
 
-fn unavailable(e: &reqwest::Error) -> ApiError {
+fn unavailable(e: &PeerError) -> ApiError {
     tracing::warn!("hydra call failed: {e}");
     ApiError::unavailable("HYDRA_UNAVAILABLE", "hydra is unavailable; retry later")
 }

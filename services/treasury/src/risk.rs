@@ -11,6 +11,7 @@
 //! theirs. Readings are cached for the policy's `risk.cache_ms` on the service clock, so a burst
 //! of payments asks Aegis once.
 
+use oa_service::peer::PeerClient;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
@@ -27,7 +28,6 @@ use crate::policy::{Assume, Policy, RiskLevel, RiskSourceKind, RiskView};
 
 /// Bound on one read from Aegis: payments wait for it.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest answer read from Aegis (one status message).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Most cached readings; the cache is cleared when it would grow past this.
@@ -92,21 +92,13 @@ impl RiskSource for NotConfigured {
 
 /// Aegis over HTTP, with treasury's identity (scope `aegis:read`).
 pub struct HttpRisk {
-    base: String,
-    client: reqwest::Client,
-    tokens: TokenSource,
+    peer: PeerClient,
 }
 
 impl HttpRisk {
     pub fn new(base: &str, tokens: TokenSource) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()?;
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            client,
-            tokens,
+            peer: PeerClient::new(base, tokens, CALL_TIMEOUT, MAX_RESPONSE_BYTES)?,
         })
     }
 }
@@ -138,30 +130,15 @@ pub fn from_proto(s: &aegis::RiskBudgetStatus) -> Result<RiskStatus, RiskError> 
 #[async_trait]
 impl RiskSource for HttpRisk {
     async fn status(&self, subject: Subject, id: &str) -> Result<RiskStatus, RiskError> {
-        let token = self
-            .tokens
-            .token()
-            .map_err(|e| RiskError::Unavailable(e.to_string()))?;
         // Ids are validated to [A-Za-z0-9._:-], which needs no escaping in a query.
-        let resp = self
-            .client
-            .get(format!(
-                "{}/v1/aegis/risk_budget/status?subject_type={}&subject_id={id}",
-                self.base,
+        let (status, bytes) = self
+            .peer
+            .get(&format!(
+                "/v1/aegis/risk_budget/status?subject_type={}&subject_id={id}",
                 subject.as_str()
             ))
-            .bearer_auth(token)
-            .send()
             .await
             .map_err(|e| RiskError::Unavailable(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| RiskError::Unavailable(e.to_string()))?;
-        if bytes.len() > MAX_RESPONSE_BYTES {
-            return Err(RiskError::Unavailable("answer too large".into()));
-        }
         if status.as_u16() == 404 {
             // No budget for the subject (or an Aegis that predates the route): nothing to cap.
             return Ok(RiskStatus {
