@@ -1,11 +1,11 @@
 //! The per-issuer receipt log: `log_index` 0, 1, 2, ... chained by `prev_hash`.
 //!
 //! A receipt is appended in the same transaction as the state change it records. The head row of
-//! the issuer (`receipt_heads`) is read with a no-op `UPDATE ... RETURNING`, which takes its row
+//! the issuer (`receipt_heads`) is read with a no-op upsert `... RETURNING`, which takes its row
 //! lock on PostgreSQL (and SQLite holds the database write lock already), so appenders of one
 //! issuer serialize there and the chain never forks, even across replicas. Append last in the
 //! transaction to keep that lock short. [`ReceiptLog::batch`] appends many receipts with the
-//! same four statements as one (group commit of several callers' results).
+//! same three statements as one (group commit of several callers' results).
 //!
 //! The log is also an RFC 6962 Merkle tree whose leaves are the receipt hashes in `log_index`
 //! order: [`ReceiptLog::checkpoint`] signs its head into `receipt_checkpoints`, and
@@ -69,22 +69,18 @@ impl ReceiptLog {
     /// Starts appending several receipts in the caller's transaction: locks the issuer's head
     /// row (until the transaction ends) and reads it. Seal receipts with [`Batch::seal`], then
     /// write them all with [`Batch::store`]; a batch dropped without `store` leaves the log as
-    /// it was. Costs four statements however many receipts the batch holds.
+    /// it was. Costs three statements however many receipts the batch holds.
     pub async fn batch(&self, conn: &mut sqlx::AnyConnection) -> Result<Batch<'_>, StoreError> {
-        sqlx::query(
+        // Creates the head on the first append; otherwise a no-op update, which takes the head's
+        // row lock on PostgreSQL (SQLite holds the database write lock already) and reads it, in
+        // one statement either way.
+        let row = sqlx::query::<Any>(
             "INSERT INTO receipt_heads (issuer, size, head_hash) VALUES ($1, 0, $2)
-             ON CONFLICT (issuer) DO NOTHING",
+             ON CONFLICT (issuer) DO UPDATE SET size = receipt_heads.size
+             RETURNING size, head_hash",
         )
         .bind(&self.service)
         .bind(Hash::ZERO.to_string())
-        .execute(&mut *conn)
-        .await?;
-        // A no-op update: takes the head's row lock on PostgreSQL (SQLite holds the database
-        // write lock already) and reads it in one statement.
-        let row = sqlx::query::<Any>(
-            "UPDATE receipt_heads SET size = size WHERE issuer = $1 RETURNING size, head_hash",
-        )
-        .bind(&self.service)
         .fetch_one(&mut *conn)
         .await?;
         let size: i64 = row.try_get("size")?;

@@ -66,6 +66,11 @@ pub static MIGRATIONS: MigrationSet = MigrationSet {
             "deposits and withdrawals",
             include_str!("../migrations/0005_deposits_withdrawals.sql"),
         ),
+        (
+            6,
+            "quote idempotency keys",
+            include_str!("../migrations/0006_quote_keys.sql"),
+        ),
     ],
 };
 

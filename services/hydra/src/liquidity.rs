@@ -22,9 +22,7 @@ use oa_proto::{hydra, wallet};
 use oa_receipts::{Receipt, ReceiptDraft};
 use oa_service::{ApiError, Clock, tracker::Tracker};
 use oa_store::{
-    Db,
-    idempotency::{self, Claim},
-    journal,
+    Db, idempotency, journal,
     receipt_log::{self, ReceiptLog},
 };
 use serde::Serialize;
@@ -170,27 +168,29 @@ impl Liquidity {
         };
         let scope = format!("hydra.quote_pay/{caller}");
         let fingerprint = idempotency::fingerprint(&req)?;
-        let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(HydraError::IdempotencyConflict),
-            Claim::Replay { response, .. } => {
-                tx.rollback().await?;
-                return oa_service::parse_json(response.as_bytes())
-                    .map_err(|_| corrupt("stored quote response"));
-            }
-            // The claim, the quote and the response commit together, so another request with this
-            // key is either not visible yet or done; "in progress" would mean a broken record.
-            Claim::InProgress { .. } => return Err(HydraError::RequestInProgress),
-            Claim::New => {}
-        }
-        store::insert(&mut tx, &row).await?;
-        let response = hydra::QuotePayResponse {
-            quote: Some(to_quote(&row)),
+        let key = store::QuoteKey {
+            scope: &scope,
+            key: &req.idempotency_key,
+            fingerprint: &fingerprint,
         };
-        let json = serde_json::to_string(&response).map_err(|e| corrupt(&e.to_string()))?;
-        idempotency::complete(&mut tx, &scope, &req.idempotency_key, 200, &json, now).await?;
-        tx.commit().await?;
-        Ok(response)
+        // One statement: the quote carries its key, so it and its idempotency record are one row.
+        let mut conn = self.conn().await?;
+        if store::insert(&mut conn, &row, &key).await? {
+            return Ok(hydra::QuotePayResponse {
+                quote: Some(to_quote(&row)),
+            });
+        }
+        match store::by_quote_key(&mut conn, &scope, &req.idempotency_key).await? {
+            Some((_, stored)) if stored != fingerprint => Err(HydraError::IdempotencyConflict),
+            // The quote as it was issued, whatever has happened to it since.
+            Some((issued, _)) => Ok(hydra::QuotePayResponse {
+                quote: Some(to_quote(&QuoteRow {
+                    state: OPEN.into(),
+                    ..issued
+                })),
+            }),
+            None => Err(corrupt("a quote key conflicted but names no quote")),
+        }
     }
 
     pub async fn pay(
@@ -204,32 +204,24 @@ impl Liquidity {
         }
         let now = self.clock.now_ms();
         let scope = format!("hydra.pay/{caller}");
-        let fingerprint = idempotency::fingerprint(&req)?;
         let mut tx = self.db.begin().await?;
-        match idempotency::claim(&mut tx, &scope, &req.idempotency_key, &fingerprint, now).await? {
-            Claim::Conflict => return Err(HydraError::IdempotencyConflict),
-            Claim::Replay { response, .. } => {
-                tx.rollback().await?;
-                return oa_service::parse_json(response.as_bytes())
-                    .map_err(|_| corrupt("stored pay response"));
-            }
-            Claim::InProgress { .. } => {
-                tx.rollback().await?;
-                return self.current(&req.quote_id).await;
-            }
-            Claim::New => {}
-        }
-        let Some(quote) =
-            store::start_paying(&mut tx, &req.quote_id, &scope, &req.idempotency_key, now).await?
-        else {
-            let existing = store::get(&mut tx, &req.quote_id).await?;
-            tx.rollback().await?;
-            return Err(match existing {
-                None => HydraError::QuoteNotFound,
-                Some(q) if q.state == OPEN => HydraError::QuoteExpired,
-                Some(_) => HydraError::QuoteAlreadyUsed,
-            });
-        };
+        // The guarded `open -> paying` update stores the pay key on the quote: it is the claim
+        // of the key (unique per scope) and of the quote's one payment at once.
+        let quote =
+            match store::start_paying(&mut tx, &req.quote_id, &scope, &req.idempotency_key, now)
+                .await
+            {
+                Ok(Some(quote)) => quote,
+                Ok(None) => {
+                    tx.rollback().await?;
+                    return self.not_started(&scope, &req).await;
+                }
+                Err(e) if e.is_unique_violation() => {
+                    tx.rollback().await?;
+                    return self.not_started(&scope, &req).await;
+                }
+                Err(e) => return Err(e.into()),
+            };
         let reserve = quote
             .amount
             .checked_add(quote.fee_limit)
@@ -240,12 +232,43 @@ impl Liquidity {
             tx.rollback().await?;
             return Err(HydraError::PoolCannotPay);
         }
-        // No `set_resource`: a retry in progress is answered from the quote named in the request.
         tx.commit().await?;
         match self.drive(&quote).await? {
             Some(done) => Ok(done),
             None => self.current(&req.quote_id).await,
         }
+    }
+
+    /// Answers a pay that did not start the quote's payment: a retry of the key that did (the
+    /// payment as it is now), another quote's key (conflict), or why the quote cannot be paid.
+    async fn not_started(
+        &self,
+        scope: &str,
+        req: &hydra::PayRequest,
+    ) -> Result<hydra::PayResponse, HydraError> {
+        let mut conn = self.conn().await?;
+        if let Some(q) = store::by_pay_key(&mut conn, scope, &req.idempotency_key).await? {
+            drop(conn);
+            return if q.quote_id == req.quote_id {
+                self.current(&q.quote_id).await
+            } else {
+                Err(HydraError::IdempotencyConflict)
+            };
+        }
+        Err(match store::get(&mut conn, &req.quote_id).await? {
+            None => HydraError::QuoteNotFound,
+            Some(q) if q.state == OPEN => HydraError::QuoteExpired,
+            Some(_) => HydraError::QuoteAlreadyUsed,
+        })
+    }
+
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, HydraError> {
+        Ok(self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(oa_store::StoreError::from)?)
     }
 
     /// Drives a quote in `paying`: one attempt now, then the tracker if it is not terminal yet.
@@ -274,12 +297,7 @@ impl Liquidity {
     /// Reads the quote and, if it is still `paying`, makes one attempt. Returns whether the quote
     /// is now terminal.
     async fn attempt(&self, quote_id: &str) -> Result<bool, HydraError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.conn().await?;
         let quote = store::get(&mut conn, quote_id)
             .await?
             .ok_or(HydraError::QuoteNotFound)?;
@@ -509,23 +527,13 @@ impl Liquidity {
             ..quote.clone()
         };
         let response = to_pay_response(&finished, Some(&receipt), executor_receipt);
-        let json = serde_json::to_string(&response).map_err(|e| corrupt(&e.to_string()))?;
-        if let (Some(scope), Some(key)) = (&quote.pay_idempotency_scope, &quote.pay_idempotency_key)
-        {
-            idempotency::complete(&mut tx, scope, key, 200, &json, now).await?;
-        }
         tx.commit().await?;
         Ok(Some(response))
     }
 
     /// The current state of a quote's payment.
     pub async fn current(&self, quote_id: &str) -> Result<hydra::PayResponse, HydraError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.conn().await?;
         let q = store::get(&mut conn, quote_id)
             .await?
             .ok_or(HydraError::QuoteNotFound)?;
@@ -552,12 +560,7 @@ impl Liquidity {
 
     /// After a restart: re-drive every quote left in `paying`.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, HydraError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.conn().await?;
         let rows = store::paying(&mut conn, RECOVERY_BATCH).await?;
         drop(conn);
         for q in &rows {
@@ -573,12 +576,7 @@ impl Liquidity {
         info: Result<&wallet::GetInfoResponse, &ApiError>,
     ) -> Result<hydra::LiquidityStatusResponse, HydraError> {
         let now = self.clock.now_ms();
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.conn().await?;
         let open_quotes = store::count_open(&mut conn, now).await?;
         let pool = book::pool(&mut conn).await?;
         drop(conn);

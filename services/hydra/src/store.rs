@@ -81,11 +81,27 @@ fn decode(r: &AnyRow) -> Result<QuoteRow, StoreError> {
     })
 }
 
-pub async fn insert(conn: &mut AnyConnection, q: &QuoteRow) -> Result<(), StoreError> {
-    sqlx::query(
+/// The idempotency record a quote carries: who asked (`scope`), their key, and the fingerprint
+/// of their request.
+pub struct QuoteKey<'a> {
+    pub scope: &'a str,
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+}
+
+/// Inserts a new open quote under its caller's idempotency key, in one statement. Returns
+/// `false`, inserting nothing, when the key already named a quote.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    q: &QuoteRow,
+    key: &QuoteKey<'_>,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query(
         "INSERT INTO hydra_quotes (quote_id, payment_hash, invoice, amount_msat, fee_limit_msat, payer_ref, state,
-            created_at_ms, expires_at_ms, fee_msat, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, 0, $7)",
+            created_at_ms, expires_at_ms, fee_msat, updated_at_ms,
+            quote_idempotency_scope, quote_idempotency_key, quote_fingerprint)
+         VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, 0, $7, $9, $10, $11)
+         ON CONFLICT (quote_idempotency_scope, quote_idempotency_key) DO NOTHING",
     )
     .bind(&q.quote_id)
     .bind(&q.payment_hash)
@@ -95,9 +111,53 @@ pub async fn insert(conn: &mut AnyConnection, q: &QuoteRow) -> Result<(), StoreE
     .bind(&q.payer_ref)
     .bind(i(q.created_at_ms)?)
     .bind(i(q.expires_at_ms)?)
+    .bind(key.scope)
+    .bind(key.key)
+    .bind(key.fingerprint)
     .execute(conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// The quote created under a quote_pay key, with the fingerprint of the request that created it.
+pub async fn by_quote_key(
+    conn: &mut AnyConnection,
+    scope: &str,
+    key: &str,
+) -> Result<Option<(QuoteRow, String)>, StoreError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS}, quote_fingerprint FROM hydra_quotes
+         WHERE quote_idempotency_scope = $1 AND quote_idempotency_key = $2"
+    ));
+    let Some(r) = sqlx::query::<Any>(sql)
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((decode(&r)?, r.try_get("quote_fingerprint")?)))
+}
+
+/// The quote a pay key started paying.
+pub async fn by_pay_key(
+    conn: &mut AnyConnection,
+    scope: &str,
+    key: &str,
+) -> Result<Option<QuoteRow>, StoreError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM hydra_quotes WHERE pay_idempotency_scope = $1 AND pay_idempotency_key = $2"
+    ));
+    sqlx::query::<Any>(sql)
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(decode)
+        .transpose()
 }
 
 pub async fn get(conn: &mut AnyConnection, quote_id: &str) -> Result<Option<QuoteRow>, StoreError> {
@@ -115,7 +175,8 @@ pub async fn get(conn: &mut AnyConnection, quote_id: &str) -> Result<Option<Quot
 
 /// Starts paying a quote: `open -> paying`, only while it is unexpired. The guard makes this the
 /// single point where a quote's payment starts, however many callers race for it. Returns the
-/// quote as it now is when this call started it.
+/// quote as it now is when this call started it. The pay key is unique per scope: a key that
+/// already started another quote fails with a unique violation.
 pub async fn start_paying(
     conn: &mut AnyConnection,
     quote_id: &str,

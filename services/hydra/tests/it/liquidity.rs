@@ -71,8 +71,14 @@ pub async fn quote_and_pay(h: &Hydra) {
         )
         .await;
     assert_eq!(again, paid);
+    // The quote is replayed as it was issued (open), though it is paid now.
     let (_, q_again) = h.post("/v1/liquidity/quote_pay", json!({"idempotency_key": "q1", "invoice": inv, "max_fee_msat": "20000", "payer_ref": "agent-1"})).await;
-    assert_eq!(q_again["quote"]["quote_id"], q["quote_id"]);
+    assert_eq!(q_again["quote"], q);
+    let (status, err) = h.post("/v1/liquidity/quote_pay", json!({"idempotency_key": "q1", "invoice": inv, "max_fee_msat": "20001", "payer_ref": "agent-1"})).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("IDEMPOTENCY_CONFLICT"))
+    );
     // A new key for a used quote is refused.
     let (status, err) = h
         .post(
@@ -95,7 +101,27 @@ pub async fn quote_and_pay(h: &Hydra) {
         (status, err["error"]["code"].as_str()),
         (StatusCode::CONFLICT, Some("IDEMPOTENCY_CONFLICT"))
     );
+    // ... also when that other quote exists and is open: it stays open and payable.
+    let (status, err) = h
+        .post(
+            "/v1/liquidity/pay",
+            json!({"idempotency_key": "p1", "quote_id": capped["quote_id"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("IDEMPOTENCY_CONFLICT"))
+    );
     assert_eq!(h.fake.total_sends(), 1);
+    let (status, other) = h
+        .post(
+            "/v1/liquidity/pay",
+            json!({"idempotency_key": "p3", "quote_id": capped["quote_id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{other}");
+    assert_eq!(other["quote"]["state"], "QUOTE_STATE_PAID");
+    assert_eq!(h.fake.total_sends(), 2);
 }
 
 #[tokio::test]
