@@ -467,3 +467,109 @@ async fn the_load_generator_pays_through_the_suite_and_reports_percentiles() {
     let status = up.stop();
     assert!(status.success(), "{status}");
 }
+
+/// One call with an optional bearer token; the status and the error code, if any.
+async fn call(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = reqwest::Client::new().request(method.clone(), url);
+    if method != reqwest::Method::GET {
+        req = req
+            .header("content-type", "application/json")
+            .body(r#"{"idempotency_key":"k"}"#);
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, v["error"]["code"].as_str().unwrap_or("").to_owned())
+}
+
+/// The authorization matrix over every route each running service publishes in its
+/// `/openapi.json`: a route that names a scope refuses a missing token, an expired one, one for
+/// another audience and one with a broken signature (401, each with its own code), and a valid
+/// token with a scope no route accepts (403 `FORBIDDEN`), before looking at the request; and
+/// none of those calls leaves a receipt. (Some reads also accept a service's broader scopes, e.g.
+/// `treasury:admin` may list approvals, so "every other scope" is not refused everywhere.)
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_of_every_service_refuses_bad_tokens() {
+    let up = Up::start();
+    let ring = oa_testkit::DevKeyring::ensure(up.dir.path()).unwrap();
+    let operator = ring.identity("operator").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ttl = Duration::from_secs(60);
+    let (mut checked, mut wrong_answers) = (0, Vec::new());
+    for svc in oa_testkit::SERVICES {
+        let base = up.url(svc);
+        let before = receipts(&up, svc).await.len();
+        let doc: Value = reqwest::get(format!("{base}/openapi.json"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // (method, path, scope) of every route that needs a token.
+        let mut routes = Vec::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                if let Some(scope) = op["security"][0]["bearer"][0].as_str() {
+                    let path = path
+                        .split('/')
+                        .map(|s| if s.starts_with('{') { "x1" } else { s })
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    routes.push((method.to_ascii_uppercase(), path, scope.to_owned()));
+                }
+            }
+        }
+        assert!(!routes.is_empty(), "{svc} publishes no protected route");
+        let all: Vec<&str> = routes
+            .iter()
+            .map(|(_, _, s)| s.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let expired = operator
+            .mint_at(svc, &all, ttl, now.saturating_sub(3_600))
+            .unwrap();
+        let elsewhere = operator.mint("nobody", &all, ttl).unwrap();
+        let unrelated = operator.mint(svc, &["unrelated:scope"], ttl).unwrap();
+        // One character in the middle of the signature (the last one may carry padding bits).
+        let mut forged = operator.mint(svc, &all, ttl).unwrap();
+        let at = forged.len() - 10;
+        let swap = if &forged[at..=at] == "A" { "B" } else { "A" };
+        forged.replace_range(at..=at, swap);
+        for (method, path, scope) in &routes {
+            let url = format!("{base}{path}");
+            let cases = [
+                ("no token", None, (401, "UNAUTHENTICATED")),
+                ("expired", Some(expired.as_str()), (401, "TOKEN_EXPIRED")),
+                (
+                    "wrong audience",
+                    Some(elsewhere.as_str()),
+                    (401, "WRONG_AUDIENCE"),
+                ),
+                ("forged", Some(forged.as_str()), (401, "BAD_SIGNATURE")),
+                ("wrong scope", Some(unrelated.as_str()), (403, "FORBIDDEN")),
+            ];
+            for (name, token, (status, code)) in cases {
+                let got = call(method, &url, token).await;
+                if got != (status, code.to_owned()) {
+                    wrong_answers.push(format!(
+                        "{svc} {method} {path} ({scope}), {name}: {got:?}, want {status} {code}"
+                    ));
+                }
+            }
+            checked += 1;
+        }
+        assert_eq!(receipts(&up, svc).await.len(), before, "{svc}");
+    }
+    assert!(wrong_answers.is_empty(), "{}", wrong_answers.join("\n"));
+    // Every service publishes its routes (the five have dozens between them).
+    assert!(checked > 50, "{checked} routes checked");
+    up.stop();
+}

@@ -238,9 +238,11 @@ async fn ws(
     State(s): State<EventsState>,
     auth: Authenticated,
     q: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // The scope first: a caller without it learns nothing about the request it made.
     auth.require_scope(READ_SCOPE)?;
+    let upgrade = upgrade.map_err(|e| ApiError::bad_request("NOT_A_WEBSOCKET", e.body_text()))?;
     let Query(q) = q.map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))?;
     valid_topic(&q.topic)?;
     let after = q.after_seq.unwrap_or(0);

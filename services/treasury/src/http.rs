@@ -293,9 +293,11 @@ async fn deny(
 async fn evaluate(
     State(s): State<TreasuryState>,
     auth: Authenticated,
-    ProtoJson(req): ProtoJson<treasury::EvaluateRequest>,
+    body: Result<ProtoJson<treasury::EvaluateRequest>, ApiError>,
 ) -> Result<Json<treasury::EvaluateResponse>, ApiError> {
+    // The scope before the body: a caller without it learns nothing about its request.
     require_read(&auth)?;
+    let ProtoJson(req) = body?;
     s.payments.evaluate(&req).await.map(Json).map_err(api)
 }
 
