@@ -78,11 +78,12 @@ pub async fn checkpoint_if_due(
     let covered = receipt_log::latest_checkpoint(&mut conn, log.service())
         .await?
         .map_or(0, |c| c.tree_size);
+    drop(conn);
     let new = size.saturating_sub(covered);
     if new == 0 || (new < policy.every && since_last < policy.interval) {
         return Ok(None);
     }
-    log.checkpoint(&mut conn, now_ms()).await
+    log.checkpoint(&mut *db.writer().await?, now_ms()).await
 }
 
 /// Starts the background checkpointer of a service; it ends when the database pool is closed

@@ -1,17 +1,102 @@
 //! Connection pools for SQLite and PostgreSQL behind one type.
+//!
+//! On PostgreSQL every connection comes from one pool. On SQLite, which admits one writer at a
+//! time, one connection is the writer: it is held by the [`Db`] for its whole life and lent to one
+//! transaction (or [`Db::writer`] user) at a time through a fair queue, with no pool check-out or
+//! liveness `ping` per transaction (each a hand-off to SQLite's worker thread), and the pool's
+//! connections only read (`PRAGMA query_only`), beside the writer, so a write that bypasses the
+//! writer fails loudly instead of waiting in SQLite's busy handler.
 
-use std::{sync::Once, time::Duration};
+use std::{
+    ops::{Deref, DerefMut},
+    sync::{Arc, Once},
+    time::Duration,
+};
 
 use sqlx::{
-    Any, AnyPool, Executor, Transaction,
+    Any, AnyConnection, AnyPool, ConnectOptions, Connection, Database, Executor, SqlSafeStr,
     any::{AnyConnectOptions, AnyPoolOptions},
+    pool::PoolConnection,
 };
+use sqlx_core::transaction::TransactionManager;
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use crate::{MigrationSet, StoreError, migrate};
 
+type Manager = <Any as Database>::TransactionManager;
+
+/// A connection that may write: SQLite's writer or a pooled PostgreSQL connection.
+pub struct Writer(Held);
+
+enum Held {
+    Pooled(PoolConnection<Any>),
+    Writer(OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>),
+}
+
+impl Deref for Writer {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match &self.0 {
+            Held::Pooled(c) => c,
+            Held::Writer(c) => c,
+        }
+    }
+}
+
+impl DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.0 {
+            Held::Pooled(c) => c,
+            Held::Writer(c) => c,
+        }
+    }
+}
+
 /// A write transaction. The handler owns it: the state change, ledger rows, journal event and
-/// receipt all commit together or not at all.
-pub type Tx = Transaction<'static, Any>;
+/// receipt all commit together or not at all. Dropped without [`Tx::commit`], it rolls back.
+pub struct Tx {
+    conn: Writer,
+    open: bool,
+}
+
+impl Tx {
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        Manager::commit(&mut self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        Manager::rollback(&mut self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            // Queued on the connection before it can serve anyone else (as sqlx's own
+            // `Transaction` does).
+            Manager::start_rollback(&mut self.conn);
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -21,9 +106,10 @@ pub enum Backend {
 
 #[derive(Clone, Debug)]
 pub struct DbOptions {
-    /// Pool size for PostgreSQL. SQLite always uses one connection: SQLite admits one writer at a
-    /// time anyway, and a single connection serializes writers in-process without the busy-wait
-    /// sleeps of SQLite's lock handler, which is both faster and fairer under load.
+    /// Pool size. On SQLite, the readers' pool (at most [`MAX_SQLITE_READERS`]), beside the one
+    /// writer: SQLite admits one writer at a time anyway, and one writing connection serializes
+    /// writers in-process without the busy-wait sleeps of SQLite's lock handler, which is both
+    /// faster and fairer under load.
     pub max_connections: u32,
     /// How long a caller waits for a pooled connection before a typed error.
     pub acquire_timeout: Duration,
@@ -38,14 +124,27 @@ impl Default for DbOptions {
     }
 }
 
-/// A database: the pool and which backend it talks to.
-#[derive(Clone, Debug)]
+/// A database: the pool, SQLite's writer, and which backend it talks to.
+#[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite's writer; `None` inside once the database is closed.
+    writer: Option<Arc<Mutex<Option<AnyConnection>>>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 static DRIVERS: Once = Once::new();
+
+/// Most reading connections of a SQLite database (each is a thread).
+pub const MAX_SQLITE_READERS: u32 = 4;
 
 impl Db {
     /// Connects to `url` (`sqlite://path` or `postgres://...`). A SQLite file is created if it
@@ -72,30 +171,41 @@ impl Db {
         let options: AnyConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| StoreError::InvalidUrl(e.to_string()))?;
-        let pool = match backend {
+        let (pool, writer) = match backend {
             Backend::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(1)
+                // The writer first: it puts the file in WAL mode, which persists.
+                let mut writer = options.connect().await?;
+                writer.execute("PRAGMA journal_mode=WAL").await?;
+                writer.execute("PRAGMA synchronous=NORMAL").await?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(opts.max_connections.clamp(1, MAX_SQLITE_READERS))
                     .acquire_timeout(opts.acquire_timeout)
+                    // A local file: nothing to find broken before each use.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
-                            conn.execute("PRAGMA journal_mode=WAL").await?;
-                            conn.execute("PRAGMA synchronous=NORMAL").await?;
+                            conn.execute("PRAGMA query_only=1").await?;
                             Ok(())
                         })
                     })
                     .connect_with(options)
-                    .await?
+                    .await?;
+                (pool, Some(Arc::new(Mutex::new(Some(writer)))))
             }
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(opts.max_connections)
                     .acquire_timeout(opts.acquire_timeout)
                     .connect_with(options)
-                    .await?
+                    .await?;
+                (pool, None)
             }
         };
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     /// Connects and applies the given migration sets (this crate's core set is always included).
@@ -109,8 +219,30 @@ impl Db {
         Ok(db)
     }
 
+    /// Connections for reading (on SQLite they cannot write: use [`Db::begin`] or
+    /// [`Db::writer`]). On PostgreSQL they may also write.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A connection that may write, outside a transaction: each statement commits by itself.
+    /// On SQLite it is the writer, so hold it briefly.
+    pub async fn writer(&self) -> Result<Writer, StoreError> {
+        match &self.writer {
+            Some(w) => {
+                let guard = tokio::time::timeout(self.acquire_timeout(), w.clone().lock_owned())
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
+                let conn = OwnedMutexGuard::try_map(guard, Option::as_mut)
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+                Ok(Writer(Held::Writer(conn)))
+            }
+            None => Ok(Writer(Held::Pooled(self.pool.acquire().await?))),
+        }
+    }
+
+    fn acquire_timeout(&self) -> Duration {
+        self.pool.options().get_acquire_timeout()
     }
 
     pub fn backend(&self) -> Backend {
@@ -119,11 +251,13 @@ impl Db {
 
     /// Opens a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        let mut conn = self.writer().await?;
+        let statement = match self.backend {
+            Backend::Sqlite => Some("BEGIN IMMEDIATE".into_sql_str()),
+            Backend::Postgres => None,
         };
-        Ok(tx)
+        Manager::begin(&mut conn, statement).await?;
+        Ok(Tx { conn, open: true })
     }
 
     /// Cheap liveness check for `/readyz`.
@@ -134,5 +268,14 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(w) = &self.writer {
+            // Waits for the writer's current user; later callers find the database closed.
+            let conn = w.lock().await.take();
+            if let Some(conn) = conn
+                && let Err(error) = conn.close().await
+            {
+                tracing::warn!(%error, "closing the sqlite writer");
+            }
+        }
     }
 }

@@ -65,6 +65,7 @@ pub async fn run(db: &Db, sets: &[&MigrationSet]) -> Result<(), StoreError> {
             "two migration sets use the same version".into(),
         ));
     }
-    Migrator::with_migrations(all).run(db.pool()).await?;
+    let mut conn = db.writer().await?;
+    Migrator::with_migrations(all).run(&mut *conn).await?;
     Ok(())
 }

@@ -174,7 +174,7 @@ impl Liquidity {
             fingerprint: &fingerprint,
         };
         // One statement: the quote carries its key, so it and its idempotency record are one row.
-        let mut conn = self.conn().await?;
+        let mut conn = self.db.writer().await?;
         if store::insert(&mut conn, &row, &key).await? {
             return Ok(hydra::QuotePayResponse {
                 quote: Some(to_quote(&row)),

@@ -6,7 +6,7 @@ use oa_ledger::{AccountFlags, NewAccount, NewTransfer, Violation};
 use crate::support::{L, T0, assert_sound, create_account, each_backend, msat, must_create};
 
 async fn execute(ledger: &oa_ledger::Ledger, sql: &'static str) -> Result<u64, sqlx::Error> {
-    let mut conn = ledger.db().pool().acquire().await.expect("conn");
+    let mut conn = ledger.db().writer().await.expect("conn");
     sqlx::query(sql)
         .execute(&mut *conn)
         .await

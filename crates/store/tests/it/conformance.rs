@@ -309,7 +309,7 @@ async fn checkpoints_sign_the_merkle_root_of_the_log_once_per_size() {
     each_backend(|db| async move {
         let key = Arc::new(ReceiptKey::generate());
         let log = ReceiptLog::new("test", key.clone());
-        let mut conn = db.pool().acquire().await.unwrap();
+        let mut conn = db.writer().await.unwrap();
         assert!(log.checkpoint(&mut conn, 1).await.unwrap().is_none());
         drop(conn);
         for i in 0..5 {
@@ -317,7 +317,7 @@ async fn checkpoints_sign_the_merkle_root_of_the_log_once_per_size() {
             log.append(&mut tx, draft(i), 10).await.unwrap();
             tx.commit().await.unwrap();
         }
-        let mut conn = db.pool().acquire().await.unwrap();
+        let mut conn = db.writer().await.unwrap();
         let cp = log.checkpoint(&mut conn, 20).await.unwrap().unwrap();
         assert!(log.checkpoint(&mut conn, 21).await.unwrap().is_none());
         let all = receipt_log::list(&mut conn, "test", 0, 100).await.unwrap();
@@ -357,7 +357,7 @@ async fn checkpoints_sign_the_merkle_root_of_the_log_once_per_size() {
                     .unwrap();
                 tx.commit().await.unwrap();
             }
-            let mut conn = db.pool().acquire().await.unwrap();
+            let mut conn = db.writer().await.unwrap();
             let cp = log.checkpoint(&mut conn, 40).await.unwrap().unwrap();
             let size = receipt_log::size(&mut conn, "test").await.unwrap();
             let leaves = receipt_log::leaf_hashes(&mut conn, "test", size)
@@ -409,6 +409,59 @@ async fn pruning_by_age_keeps_recent_events_of_every_topic() {
         assert_eq!(journal::floor(&mut conn, "b").await.unwrap(), 1);
         let a = journal::read(&mut conn, "a", 2, 10).await.unwrap();
         assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+    })
+    .await;
+}
+
+/// The writer is lent to one transaction at a time; a transaction dropped without commit rolls
+/// back and frees it; reads go on beside an open transaction; on SQLite the pool cannot write.
+#[tokio::test]
+async fn transactions_share_the_writer_and_reads_run_beside_them() {
+    each_backend(|db| async move {
+        sqlx::query("CREATE TABLE t_writer (k TEXT PRIMARY KEY)")
+            .execute(&mut *db.writer().await.unwrap())
+            .await
+            .unwrap();
+        let count = |db: Db| async move {
+            sqlx::query_scalar::<sqlx::Any, i64>("SELECT COUNT(*) FROM t_writer")
+                .fetch_one(db.pool())
+                .await
+                .unwrap()
+        };
+        // Dropped without commit: rolled back, and the next transaction gets the writer.
+        {
+            let mut tx = db.begin().await.unwrap();
+            sqlx::query("INSERT INTO t_writer (k) VALUES ('dropped')")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        let mut tx = tokio::time::timeout(std::time::Duration::from_secs(5), db.begin())
+            .await
+            .expect("the writer is free again")
+            .unwrap();
+        sqlx::query("INSERT INTO t_writer (k) VALUES ('kept')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // A read while the transaction is open neither waits for it nor sees its row.
+        assert_eq!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), count(db.clone()))
+                .await
+                .expect("reads do not wait for the writer"),
+            0
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(count(db.clone()).await, 1);
+        if db.backend() == oa_store::Backend::Sqlite {
+            let refused = sqlx::query("INSERT INTO t_writer (k) VALUES ('stray')")
+                .execute(db.pool())
+                .await
+                .expect_err("the pool only reads");
+            assert!(refused.to_string().contains("readonly"), "{refused}");
+            db.close().await;
+            assert!(db.begin().await.is_err(), "closed");
+        }
     })
     .await;
 }
