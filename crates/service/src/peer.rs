@@ -99,6 +99,7 @@ mod tests {
     use std::sync::Arc;
 
     use axum::{Router, http::HeaderMap, routing::get};
+    use futures::StreamExt;
 
     use super::*;
 
@@ -154,5 +155,55 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(peer.get("/").await, Err(PeerError::Transport(_))));
+    }
+
+    /// A peer that hangs, before answering or halfway through its answer, costs a caller its
+    /// call timeout and a transport error, never a hang.
+    #[tokio::test]
+    async fn a_hanging_peer_is_a_timeout() {
+        // Accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        // Answers the status line and headers, then stalls the body.
+        let app = Router::new().route(
+            "/stall",
+            get(|| async {
+                let body = futures::stream::once(async {
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"par"))
+                })
+                .chain(futures::stream::pending());
+                axum::body::Body::from_stream(body)
+            }),
+        );
+        let stalling = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stalling_addr = stalling.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(stalling, app).await });
+        for url in [
+            format!("http://{silent_addr}/"),
+            format!("http://{stalling_addr}/stall"),
+        ] {
+            let identity =
+                Arc::new(oa_auth::SigningIdentity::generate("t-3", "t", "svc:t").unwrap());
+            let tokens =
+                TokenSource::new(identity, "peer", ["peer:read"], Duration::from_secs(60)).unwrap();
+            let (base, path) = url.rsplit_once('/').unwrap();
+            let peer = PeerClient::new(base, tokens, Duration::from_millis(300), 1_000).unwrap();
+            let started = std::time::Instant::now();
+            let answered =
+                tokio::time::timeout(Duration::from_secs(10), peer.get(&format!("/{path}")))
+                    .await
+                    .expect("bounded by the call timeout");
+            assert!(
+                matches!(&answered, Err(PeerError::Transport(e)) if e.is_timeout()),
+                "{url}: {answered:?}"
+            );
+            assert!(started.elapsed() >= Duration::from_millis(300), "{url}");
+        }
     }
 }

@@ -132,9 +132,18 @@ pub struct GrpcExecutor {
 impl GrpcExecutor {
     /// Connects lazily: Hydra starts even if the executor is not up yet, and reconnects by itself.
     pub fn new(url: &str, identity: Arc<SigningIdentity>) -> anyhow::Result<Self> {
+        Self::with_timeout(url, identity, CALL_TIMEOUT)
+    }
+
+    /// As [`GrpcExecutor::new`], each call bounded by `call_timeout`.
+    pub fn with_timeout(
+        url: &str,
+        identity: Arc<SigningIdentity>,
+        call_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let channel = Endpoint::from_shared(url.to_owned())?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
+            .timeout(call_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)

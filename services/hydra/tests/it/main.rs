@@ -10,6 +10,7 @@ mod deposits;
 mod e2e;
 mod fake;
 mod fx;
+mod hang;
 mod harness;
 mod inputs;
 mod liquidity;
