@@ -55,6 +55,44 @@ pub async fn append(
     u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))
 }
 
+/// Appends `events` (kind, payload) to `topic` in order, in the caller's transaction, with two
+/// statements however many there are; returns the `seq` of the first (0 when there are none).
+pub async fn append_many(
+    conn: &mut sqlx::AnyConnection,
+    topic: &str,
+    events: &[(&str, serde_json::Value)],
+    now_ms: u64,
+) -> Result<u64, StoreError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let n = i64::try_from(events.len())
+        .map_err(|_| StoreError::Corrupt("too many events at once".into()))?;
+    let last: i64 = sqlx::query_scalar::<Any, i64>(
+        "INSERT INTO event_heads (topic, last_seq) VALUES ($1, $2)
+         ON CONFLICT (topic) DO UPDATE SET last_seq = event_heads.last_seq + $2
+         RETURNING last_seq",
+    )
+    .bind(topic)
+    .bind(n)
+    .fetch_one(&mut *conn)
+    .await?;
+    let first = last - n + 1;
+    let at = i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?;
+    let sql = format!(
+        "INSERT INTO events (topic, seq, kind, payload, created_at_ms) VALUES {}",
+        crate::sql::row_placeholders(crate::sql::is_sqlite(conn), events.len(), 5)
+    );
+    let mut q = sqlx::query::<Any>(sqlx::AssertSqlSafe(sql));
+    for (seq, (kind, payload)) in (first..).zip(events) {
+        let payload = serde_json::to_string(payload)
+            .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?;
+        q = q.bind(topic).bind(seq).bind(*kind).bind(payload).bind(at);
+    }
+    q.execute(&mut *conn).await?;
+    u64::try_from(first).map_err(|_| StoreError::Corrupt("negative seq".into()))
+}
+
 /// Events of `topic` with `seq > after_seq`, oldest first, at most `limit` (capped at [`MAX_PAGE`]).
 pub async fn read(
     conn: &mut sqlx::AnyConnection,

@@ -354,56 +354,72 @@ pub async fn resolve_withdrawal(
     )
 }
 
-/// Reserves a liquidity pay's amount + fee limit from the pool.
-pub async fn reserve_pay(
-    conn: &mut AnyConnection,
-    quote_id: &str,
-    amount: Msat,
-    now_ms: u64,
-) -> Result<Result<(), Refusal>, HydraError> {
-    let t = NewTransfer::pending(
-        pay_reservation_id(quote_id),
-        POOL,
-        PAYMENTS,
-        amount,
-        LEDGER_BTC,
-        TRANSFER_PAY,
-        None,
-    );
-    match oa_ledger::create_transfer(conn, &t, now_ms)
-        .await
-        .map_err(ledger_err)?
-    {
-        Ok(_) => Ok(Ok(())),
-        Err(TransferError::ExceedsCredits) => Ok(Err(Refusal::PoolExhausted)),
-        Err(e) => Err(ledger_err(e)),
-    }
+/// A liquidity pay's movement in the ledger, applied with [`apply_pays`].
+pub enum PayMove<'a> {
+    /// Reserves the pay's amount + fee limit from the pool (a pending transfer).
+    Reserve { quote_id: &'a str, amount: Msat },
+    /// Ends the reservation: posts `used` (amount + routing fee) when paid, or voids it.
+    Resolve {
+        quote_id: &'a str,
+        used: Option<Msat>,
+    },
 }
 
-/// Ends a liquidity pay's reservation: posts `used` (amount + routing fee) when paid, or voids
-/// it. A quote that started paying before pays drew from the pool has no reservation: nothing
-/// to resolve.
-pub async fn resolve_pay(
+/// Applies liquidity pays' movements in order, as one ledger batch (a lone one takes the
+/// ledger's fast path). Refuses with [`Refusal::PoolExhausted`] if the pool cannot cover a
+/// reservation; the caller must then roll the transaction back, since the others were applied.
+/// A quote that started paying before pays drew from the pool has no reservation: nothing to
+/// resolve.
+pub async fn apply_pays(
     conn: &mut AnyConnection,
-    quote_id: &str,
-    used: Option<Msat>,
+    moves: &[PayMove<'_>],
     now_ms: u64,
-) -> Result<(), HydraError> {
-    let pending = pay_reservation_id(quote_id);
-    let t = match used {
-        Some(used) => NewTransfer::post(format!("pay:{quote_id}:post"), pending, Some(used)),
-        None => NewTransfer::void(format!("pay:{quote_id}:void"), pending),
-    };
-    match oa_ledger::create_transfer(conn, &t, now_ms)
-        .await
-        .map_err(ledger_err)?
-    {
-        Err(TransferError::PendingTransferNotFound) => {
-            tracing::warn!(%quote_id, "a quote paid without a pool reservation (started before pays drew from the pool)");
-            Ok(())
-        }
-        r => expect_ok(r),
+) -> Result<Result<(), Refusal>, HydraError> {
+    if moves.is_empty() {
+        return Ok(Ok(()));
     }
+    let transfers: Vec<NewTransfer> = moves
+        .iter()
+        .map(|m| match *m {
+            PayMove::Reserve { quote_id, amount } => NewTransfer::pending(
+                pay_reservation_id(quote_id),
+                POOL,
+                PAYMENTS,
+                amount,
+                LEDGER_BTC,
+                TRANSFER_PAY,
+                None,
+            ),
+            PayMove::Resolve {
+                quote_id,
+                used: Some(used),
+            } => NewTransfer::post(
+                format!("pay:{quote_id}:post"),
+                pay_reservation_id(quote_id),
+                Some(used),
+            ),
+            PayMove::Resolve {
+                quote_id,
+                used: None,
+            } => NewTransfer::void(format!("pay:{quote_id}:void"), pay_reservation_id(quote_id)),
+        })
+        .collect();
+    let results = oa_ledger::create_transfers(conn, &transfers, now_ms)
+        .await
+        .map_err(ledger_err)?;
+    for (m, r) in moves.iter().zip(results) {
+        match (m, r) {
+            (_, Ok(_)) => {}
+            (PayMove::Reserve { .. }, Err(TransferError::ExceedsCredits)) => {
+                return Ok(Err(Refusal::PoolExhausted));
+            }
+            (PayMove::Resolve { quote_id, .. }, Err(TransferError::PendingTransferNotFound)) => {
+                tracing::warn!(%quote_id, "a quote paid without a pool reservation (started before pays drew from the pool)");
+            }
+            (_, Err(e)) => return Err(ledger_err(e)),
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Reserves an envelope's cap from the pool (pending transfer; the no-overdraft flag refuses it

@@ -108,6 +108,12 @@ pub enum HydraError {
     Store(#[from] oa_store::StoreError),
 }
 
+impl From<oa_store::group::Stopped> for HydraError {
+    fn from(e: oa_store::group::Stopped) -> Self {
+        HydraError::Store(e.into())
+    }
+}
+
 impl From<sqlx::Error> for HydraError {
     fn from(e: sqlx::Error) -> Self {
         HydraError::Store(e.into())

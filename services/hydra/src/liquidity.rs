@@ -22,8 +22,10 @@ use oa_proto::{hydra, wallet};
 use oa_receipts::{Receipt, ReceiptDraft};
 use oa_service::{ApiError, Clock, tracker::Tracker};
 use oa_store::{
-    Db, idempotency, journal,
-    receipt_log::{self, ReceiptLog},
+    Backend, Db,
+    group::{Committer, GroupCommit},
+    idempotency, journal,
+    receipt_log::{self, Batch, ReceiptLog},
 };
 use serde::Serialize;
 
@@ -49,6 +51,11 @@ const RECOVERY_BATCH: u32 = 500;
 const OUTCOME_SOURCE: &str = "liquidity";
 /// Longest `payer_ref`.
 const MAX_PAYER_REF_LEN: usize = 128;
+/// Most steps committed in one transaction on SQLite (bounds how long the writer is held and the
+/// work redone when a batch fails).
+const MAX_BATCH: usize = 64;
+/// Most steps waiting for the writer; callers beyond wait to submit.
+const MAX_QUEUED: usize = 1_024;
 
 #[derive(Clone, Debug)]
 pub struct LiquidityConfig {
@@ -71,6 +78,7 @@ pub struct Liquidity {
     /// Learns from payment outcomes (see `routing`).
     pub routing: Arc<Routing>,
     tracker: Arc<Tracker>,
+    writes: Writes,
 }
 
 #[derive(Serialize)]
@@ -99,6 +107,15 @@ impl Liquidity {
         executor_keys: Vec<String>,
         routing: Arc<Routing>,
     ) -> Self {
+        let steps = Steps {
+            db: db.clone(),
+            log: log.clone(),
+            routing: routing.clone(),
+        };
+        let writes = match db.backend() {
+            Backend::Sqlite => Writes::Group(GroupCommit::spawn(steps, MAX_BATCH, MAX_QUEUED)),
+            Backend::Postgres => Writes::Direct(steps),
+        };
         Self {
             db,
             executor,
@@ -108,6 +125,7 @@ impl Liquidity {
             executor_keys,
             routing,
             tracker: Arc::new(Tracker::new()),
+            writes,
         }
     }
 
@@ -166,30 +184,18 @@ impl Liquidity {
             executor_receipt: None,
             receipt_hash: None,
         };
-        let scope = format!("hydra.quote_pay/{caller}");
-        let fingerprint = idempotency::fingerprint(&req)?;
-        let key = store::QuoteKey {
-            scope: &scope,
-            key: &req.idempotency_key,
-            fingerprint: &fingerprint,
+        let asked = Asked {
+            scope: format!("hydra.quote_pay/{caller}"),
+            key: req.idempotency_key.clone(),
+            fingerprint: idempotency::fingerprint(&req)?,
         };
-        // One statement: the quote carries its key, so it and its idempotency record are one row.
-        let mut conn = self.db.writer().await?;
-        if store::insert(&mut conn, &row, &key).await? {
-            return Ok(hydra::QuotePayResponse {
-                quote: Some(to_quote(&row)),
-            });
-        }
-        match store::by_quote_key(&mut conn, &scope, &req.idempotency_key).await? {
-            Some((_, stored)) if stored != fingerprint => Err(HydraError::IdempotencyConflict),
-            // The quote as it was issued, whatever has happened to it since.
-            Some((issued, _)) => Ok(hydra::QuotePayResponse {
-                quote: Some(to_quote(&QuoteRow {
-                    state: OPEN.into(),
-                    ..issued
-                })),
-            }),
-            None => Err(corrupt("a quote key conflicted but names no quote")),
+        match self
+            .writes
+            .run(Write::Quote(Box::new((row, asked))))
+            .await?
+        {
+            Written::Quote(answer) => answer,
+            _ => Err(corrupt("the quote's write answered for another step")),
         }
     }
 
@@ -204,35 +210,24 @@ impl Liquidity {
         }
         let now = self.clock.now_ms();
         let scope = format!("hydra.pay/{caller}");
-        let mut tx = self.db.begin().await?;
-        // The guarded `open -> paying` update stores the pay key on the quote: it is the claim
-        // of the key (unique per scope) and of the quote's one payment at once.
-        let quote =
-            match store::start_paying(&mut tx, &req.quote_id, &scope, &req.idempotency_key, now)
-                .await
-            {
-                Ok(Some(quote)) => quote,
-                Ok(None) => {
-                    tx.rollback().await?;
-                    return self.not_started(&scope, &req).await;
-                }
-                Err(e) if e.is_unique_violation() => {
-                    tx.rollback().await?;
-                    return self.not_started(&scope, &req).await;
-                }
-                Err(e) => return Err(e.into()),
-            };
-        let reserve = quote
-            .amount
-            .checked_add(quote.fee_limit)
-            .map_err(|e| corrupt(&format!("quote amount + fee limit: {e}")))?;
-        if let Err(book::Refusal::PoolExhausted) =
-            book::reserve_pay(&mut tx, &req.quote_id, reserve, now).await?
+        let quote = match self
+            .writes
+            .run(Write::Pay {
+                quote_id: req.quote_id.clone(),
+                scope: scope.clone(),
+                key: req.idempotency_key.clone(),
+                now,
+            })
+            .await
         {
-            tx.rollback().await?;
-            return Err(HydraError::PoolCannotPay);
-        }
-        tx.commit().await?;
+            Ok(Written::Pay(Some(quote))) => quote,
+            Ok(Written::Pay(None)) => return self.not_started(&scope, &req).await,
+            Ok(_) => return Err(corrupt("the pay's write answered for another step")),
+            Err(HydraError::Store(e)) if e.is_unique_violation() => {
+                return self.not_started(&scope, &req).await;
+            }
+            Err(e) => return Err(e),
+        };
         match self.drive(&quote).await? {
             Some(done) => Ok(done),
             None => self.current(&req.quote_id).await,
@@ -413,12 +408,8 @@ impl Liquidity {
         .map_err(HydraError::BadExecutorReceipt)
     }
 
-    /// Records the terminal state, Hydra's receipt, the pool's post or void and the idempotent
-    /// response, once, in one transaction. Returns the response, or `None` when another attempt
-    /// recorded the end first.
-    ///
-    /// The receipt is appended first and the guarded `paying -> paid|failed` update carries its
-    /// hash (one statement fewer than setting it afterwards); a lost race rolls both back.
+    /// Records the terminal state, Hydra's receipt and the pool's post or void, once, in one
+    /// transaction. Returns the response, or `None` when another attempt recorded the end first.
     #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
@@ -464,58 +455,26 @@ impl Liquidity {
             links: executor_receipt.map(|r| vec![r.hash]).unwrap_or_default(),
             body: oa_receipts::body_from(&body)?,
         };
-        let mut tx = self.db.begin().await?;
-        let receipt = self.log.append(&mut tx, draft, now).await?;
-        let receipt_hash = receipt.hash.to_string();
-        if !store::finish(
-            &mut tx,
-            &quote.quote_id,
-            state,
+        let job = Record {
+            quote_id: quote.quote_id.clone(),
+            payment_hash: quote.payment_hash.clone(),
+            amount: quote.amount,
+            state: state.to_owned(),
             fee,
-            preimage,
-            code,
-            reason,
-            exec_json.as_deref(),
-            &receipt_hash,
+            preimage: preimage.map(str::to_owned),
+            failure_code: code.map(str::to_owned),
+            failure_reason: reason.map(str::to_owned),
+            executor_receipt: exec_json.clone(),
+            learn: executor_receipt.is_some(),
+            used,
+            draft,
             now,
-        )
-        .await?
-        {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        book::resolve_pay(&mut tx, &quote.quote_id, used, now).await?;
-        // Only the network's answers count for the payment-failure breaker; a refusal by the
-        // executor's own caps sent nothing.
-        if executor_receipt.is_some() {
-            store::credit::record_payment_outcome(
-                &mut tx,
-                OUTCOME_SOURCE,
-                &quote.quote_id,
-                &quote.payment_hash,
-                state == PAID,
-                quote.amount,
-                now,
-            )
-            .await?;
-            self.routing
-                .learn(
-                    &mut tx,
-                    &quote.payment_hash,
-                    quote.amount,
-                    state == PAID,
-                    now,
-                )
-                .await?;
-        }
-        journal::append(
-            &mut tx,
-            "hydra.liquidity",
-            if state == PAID { "invoice_paid" } else { "invoice_pay_failed" },
-            &serde_json::json!({"quote_id": quote.quote_id, "payment_hash": quote.payment_hash, "receipt_hash": receipt_hash}),
-            now,
-        )
-        .await?;
+        };
+        let receipt = match self.writes.run(Write::Record(Box::new(job))).await? {
+            Written::Record(Some(receipt)) => receipt,
+            Written::Record(None) => return Ok(None),
+            _ => return Err(corrupt("the result's write answered for another step")),
+        };
         let finished = QuoteRow {
             state: state.to_owned(),
             fee,
@@ -523,12 +482,14 @@ impl Liquidity {
             failure_code: code.map(str::to_owned),
             failure_reason: reason.map(str::to_owned),
             executor_receipt: exec_json,
-            receipt_hash: Some(receipt_hash),
+            receipt_hash: Some(receipt.hash.to_string()),
             ..quote.clone()
         };
-        let response = to_pay_response(&finished, Some(&receipt), executor_receipt);
-        tx.commit().await?;
-        Ok(Some(response))
+        Ok(Some(to_pay_response(
+            &finished,
+            Some(&receipt),
+            executor_receipt,
+        )))
     }
 
     /// The current state of a quote's payment.
@@ -641,5 +602,268 @@ fn to_pay_response(
         failure_reason: q.failure_reason.clone().unwrap_or_default(),
         receipt: receipt.map(oa_service::receipts::to_proto),
         executor_receipt: executor_receipt.map(oa_service::receipts::to_proto),
+    }
+}
+
+/// A quote_pay request's idempotency record: the caller's scope, their key, and their request's
+/// fingerprint.
+struct Asked {
+    scope: String,
+    key: String,
+    fingerprint: String,
+}
+
+/// A terminal result to record (see [`Liquidity::record`]).
+struct Record {
+    quote_id: String,
+    payment_hash: String,
+    amount: Msat,
+    state: String,
+    fee: Msat,
+    preimage: Option<String>,
+    failure_code: Option<String>,
+    failure_reason: Option<String>,
+    /// The executor's receipt (JSON), when the network answered.
+    executor_receipt: Option<String>,
+    /// Whether the outcome counts for the breakers and the routing lessons (the network
+    /// answered; a refusal by the executor's own caps sent nothing).
+    learn: bool,
+    /// Amount + fee to post from the reservation when paid; `None` voids it.
+    used: Option<Msat>,
+    draft: ReceiptDraft,
+    now: u64,
+}
+
+/// The writes of a quote and its payment: each a few statements in the transaction it is given.
+enum Write {
+    Quote(Box<(QuoteRow, Asked)>),
+    Pay {
+        quote_id: String,
+        scope: String,
+        key: String,
+        now: u64,
+    },
+    Record(Box<Record>),
+}
+
+enum Written {
+    /// The quote (new, or the one the key made before), or why not; nothing written for a
+    /// refusal.
+    Quote(Result<hydra::QuotePayResponse, HydraError>),
+    /// The quote this pay started, or `None`: it did not start it, and wrote nothing.
+    Pay(Option<QuoteRow>),
+    /// Hydra's receipt of the result, or `None`: another attempt recorded the end first, and
+    /// nothing was written.
+    Record(Option<Receipt>),
+}
+
+/// Runs the writes: on SQLite through a group commit, where the steps of many payments share
+/// the one writer's transaction, its commit and the pages every payment touches (the pool's
+/// account, the receipt and journal heads), and the receipts of a batch are one insert; on
+/// PostgreSQL each in a transaction of its own, since payments write there in parallel.
+enum Writes {
+    Group(GroupCommit<Steps>),
+    Direct(Steps),
+}
+
+impl Writes {
+    async fn run(&self, write: Write) -> Result<Written, HydraError> {
+        match self {
+            Writes::Group(group) => group.submit(write).await,
+            Writes::Direct(steps) => steps
+                .commit(std::slice::from_ref(&write))
+                .await?
+                .pop()
+                .ok_or_else(|| corrupt("a write without an answer")),
+        }
+    }
+}
+
+struct Steps {
+    db: Db,
+    log: ReceiptLog,
+    routing: Arc<Routing>,
+}
+
+impl Committer for Steps {
+    type Job = Write;
+    type Out = Written;
+    type Error = HydraError;
+
+    /// Every step in one transaction. A step that is refused before writing answers its refusal
+    /// and the others go on; one that must undo a write fails the batch, whose steps are then
+    /// retried one transaction each (see `oa_store::group`).
+    async fn commit(&self, jobs: &[Write]) -> Result<Vec<Written>, HydraError> {
+        let mut tx = self.db.begin().await?;
+        let mut shared = Shared::default();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(self.step(&mut tx, job, &mut shared).await?);
+        }
+        // What the steps add, written once for the batch. A reservation the pool cannot cover
+        // fails the batch (its `open -> paying` must be undone); its steps are retried alone.
+        if let Err(book::Refusal::PoolExhausted) =
+            book::apply_pays(&mut tx, &shared.moves, shared.now).await?
+        {
+            return Err(HydraError::PoolCannotPay);
+        }
+        if let Some(batch) = shared.receipts {
+            batch.store(&mut tx).await?;
+        }
+        let learning: Vec<&Record> = shared
+            .recorded
+            .iter()
+            .copied()
+            .filter(|r| r.learn)
+            .collect();
+        let hashes: Vec<&str> = learning.iter().map(|r| r.payment_hash.as_str()).collect();
+        let lessons = store::routing::with_lessons(&mut tx, &hashes).await?;
+        for r in learning
+            .iter()
+            .filter(|r| lessons.contains(&r.payment_hash))
+        {
+            self.routing
+                .learn(&mut tx, &r.payment_hash, r.amount, r.state == PAID, r.now)
+                .await?;
+        }
+        let outcomes: Vec<store::credit::Outcome<'_>> = learning
+            .iter()
+            .map(|r| store::credit::Outcome {
+                ref_id: &r.quote_id,
+                payment_hash: &r.payment_hash,
+                succeeded: r.state == PAID,
+                amount: r.amount,
+                at_ms: r.now,
+            })
+            .collect();
+        store::credit::record_payment_outcomes(&mut tx, OUTCOME_SOURCE, &outcomes).await?;
+        let events: Vec<(&str, serde_json::Value)> = shared
+            .recorded
+            .iter()
+            .zip(&shared.receipt_hashes)
+            .map(|(r, hash)| {
+                (
+                    if r.state == PAID { "invoice_paid" } else { "invoice_pay_failed" },
+                    serde_json::json!({"quote_id": r.quote_id, "payment_hash": r.payment_hash, "receipt_hash": hash}),
+                )
+            })
+            .collect();
+        let now = shared.recorded.iter().map(|r| r.now).max().unwrap_or(0);
+        journal::append_many(&mut tx, "hydra.liquidity", &events, now).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// What a batch's steps share, written once at its end: the pool's reservations and their ends
+/// (one ledger batch), the results' receipts (one insert), outcomes and journal events.
+#[derive(Default)]
+struct Shared<'a> {
+    moves: Vec<book::PayMove<'a>>,
+    receipts: Option<Batch<'a>>,
+    recorded: Vec<&'a Record>,
+    receipt_hashes: Vec<String>,
+    /// The latest time of the batch's steps.
+    now: u64,
+}
+
+impl Steps {
+    async fn step<'a>(
+        &'a self,
+        tx: &mut sqlx::AnyConnection,
+        job: &'a Write,
+        shared: &mut Shared<'a>,
+    ) -> Result<Written, HydraError> {
+        match job {
+            Write::Quote(quote) => {
+                let (row, asked) = &**quote;
+                // One statement: the quote carries its key, so it and its idempotency record
+                // are one row.
+                let key = store::QuoteKey {
+                    scope: &asked.scope,
+                    key: &asked.key,
+                    fingerprint: &asked.fingerprint,
+                };
+                if store::insert(tx, row, &key).await? {
+                    return Ok(Written::Quote(Ok(hydra::QuotePayResponse {
+                        quote: Some(to_quote(row)),
+                    })));
+                }
+                Ok(Written::Quote(
+                    match store::by_quote_key(tx, &asked.scope, &asked.key).await? {
+                        Some((_, stored)) if stored != asked.fingerprint => {
+                            Err(HydraError::IdempotencyConflict)
+                        }
+                        // The quote as it was issued, whatever has happened to it since.
+                        Some((issued, _)) => Ok(hydra::QuotePayResponse {
+                            quote: Some(to_quote(&QuoteRow {
+                                state: OPEN.into(),
+                                ..issued
+                            })),
+                        }),
+                        None => Err(corrupt("a quote key conflicted but names no quote")),
+                    },
+                ))
+            }
+            Write::Pay {
+                quote_id,
+                scope,
+                key,
+                now,
+            } => {
+                // The guarded `open -> paying` update stores the pay key on the quote: it is the
+                // claim of the key (unique per scope) and of the quote's one payment at once.
+                let Some(quote) = store::start_paying(tx, quote_id, scope, key, *now).await? else {
+                    return Ok(Written::Pay(None));
+                };
+                let amount = quote
+                    .amount
+                    .checked_add(quote.fee_limit)
+                    .map_err(|e| corrupt(&format!("quote amount + fee limit: {e}")))?;
+                shared
+                    .moves
+                    .push(book::PayMove::Reserve { quote_id, amount });
+                shared.now = shared.now.max(*now);
+                Ok(Written::Pay(Some(quote)))
+            }
+            Write::Record(r) => {
+                if shared.receipts.is_none() {
+                    shared.receipts = Some(self.log.batch(tx).await?);
+                }
+                let batch = shared
+                    .receipts
+                    .as_mut()
+                    .ok_or_else(|| corrupt("no receipt batch"))?;
+                let receipt = batch.seal(r.draft.clone(), r.now)?.clone();
+                let receipt_hash = receipt.hash.to_string();
+                // The guarded `paying -> paid|failed` carries the receipt's hash; a lost race
+                // takes the receipt back out of the batch and writes nothing.
+                if !store::finish(
+                    tx,
+                    &r.quote_id,
+                    &r.state,
+                    r.fee,
+                    r.preimage.as_deref(),
+                    r.failure_code.as_deref(),
+                    r.failure_reason.as_deref(),
+                    r.executor_receipt.as_deref(),
+                    &receipt_hash,
+                    r.now,
+                )
+                .await?
+                {
+                    batch.unseal_last();
+                    return Ok(Written::Record(None));
+                }
+                shared.moves.push(book::PayMove::Resolve {
+                    quote_id: &r.quote_id,
+                    used: r.used,
+                });
+                shared.now = shared.now.max(r.now);
+                shared.recorded.push(r);
+                shared.receipt_hashes.push(receipt_hash);
+                Ok(Written::Record(Some(receipt)))
+            }
+        }
     }
 }

@@ -596,17 +596,53 @@ pub async fn record_payment_outcome(
     amount: Msat,
     now_ms: u64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO hydra_payment_outcomes (source, ref_id, payment_hash, succeeded, amount_msat, at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, ref_id) DO NOTHING",
+    record_payment_outcomes(
+        conn,
+        source,
+        &[Outcome {
+            ref_id,
+            payment_hash,
+            succeeded,
+            amount,
+            at_ms: now_ms,
+        }],
     )
-    .bind(source)
-    .bind(ref_id)
-    .bind(payment_hash)
-    .bind(i64::from(succeeded))
-    .bind(amount.as_i64())
-    .bind(i(now_ms)?)
-    .execute(conn)
-    .await?;
+    .await
+}
+
+/// One payment's outcome, for [`record_payment_outcomes`].
+pub struct Outcome<'a> {
+    pub ref_id: &'a str,
+    pub payment_hash: &'a str,
+    pub succeeded: bool,
+    pub amount: Msat,
+    pub at_ms: u64,
+}
+
+/// Several outcomes of one source in one statement (an outcome already recorded is kept).
+pub async fn record_payment_outcomes(
+    conn: &mut AnyConnection,
+    source: &str,
+    outcomes: &[Outcome<'_>],
+) -> Result<(), StoreError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO hydra_payment_outcomes (source, ref_id, payment_hash, succeeded, amount_msat, at_ms)
+         VALUES {} ON CONFLICT (source, ref_id) DO NOTHING",
+        oa_store::sql::row_placeholders(oa_store::sql::is_sqlite(conn), outcomes.len(), 6)
+    );
+    let mut q = sqlx::query::<Any>(sqlx::AssertSqlSafe(sql));
+    for o in outcomes {
+        q = q
+            .bind(source)
+            .bind(o.ref_id)
+            .bind(o.payment_hash)
+            .bind(i64::from(o.succeeded))
+            .bind(o.amount.as_i64())
+            .bind(i(o.at_ms)?);
+    }
+    q.execute(conn).await?;
     Ok(())
 }

@@ -56,6 +56,27 @@ pub async fn set_receipt(
 
 /// Claims the latest unlearned decision for `payment_hash` that chose a route, and returns that
 /// route (JSON). The guarded update makes each decision teach at most once.
+/// Which of these payment hashes have a lesson to learn (a chosen route not learned from yet):
+/// one statement for a batch of results, most of which have none.
+pub async fn with_lessons(
+    conn: &mut AnyConnection,
+    payment_hashes: &[&str],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    if payment_hashes.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let sql = format!(
+        "SELECT DISTINCT payment_hash FROM hydra_routing_decisions
+         WHERE payment_hash IN ({}) AND learned_at_ms IS NULL AND chosen_route IS NOT NULL",
+        oa_store::sql::placeholders(oa_store::sql::is_sqlite(conn), 1, payment_hashes.len())
+    );
+    let mut q = sqlx::query_scalar::<Any, String>(sqlx::AssertSqlSafe(sql));
+    for h in payment_hashes {
+        q = q.bind(*h);
+    }
+    Ok(q.fetch_all(conn).await?.into_iter().collect())
+}
+
 pub async fn claim_lesson(
     conn: &mut AnyConnection,
     payment_hash: &str,

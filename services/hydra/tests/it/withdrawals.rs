@@ -598,3 +598,83 @@ async fn a_pay_the_pool_cannot_cover_is_refused_and_the_quote_stays_open() {
     assert_eq!(state, "open");
     h.ledger_conserved().await;
 }
+
+/// Concurrent pays share the writer's transactions on SQLite; one the pool cannot cover fails
+/// its batch, whose other pays are retried alone and still start, and the refused quote stays
+/// open and payable once the pool has room again.
+#[tokio::test]
+async fn concurrent_pays_beyond_the_pool_refuse_only_what_does_not_fit() {
+    // Each pay reserves 10 000 + the 10 000 fee floor: seven fit in 150 000, the eighth does not.
+    let h = Hydra::start_with(&["--credit-pool-msat=150000"]).await;
+    let mut quotes = Vec::new();
+    for i in 0..8 {
+        let inv = h.fake.invoice(10_000, Network::Regtest, HOUR);
+        let (_, q) = h
+            .post(
+                "/v1/liquidity/quote_pay",
+                json!({"idempotency_key": format!("q{i}"), "invoice": inv, "max_fee_msat": "20000"}),
+            )
+            .await;
+        quotes.push(q["quote"]["quote_id"].as_str().unwrap().to_owned());
+    }
+    // The executor does not answer: every started pay keeps its reservation.
+    h.fake.set_mode(Mode::Unavailable);
+    let tasks: Vec<_> = quotes
+        .iter()
+        .enumerate()
+        .map(|(i, qid)| {
+            let (router, token) = (h.router.clone(), h.token.clone());
+            let body = json!({"idempotency_key": format!("p{i}"), "quote_id": qid});
+            tokio::spawn(async move {
+                let req = http::Request::builder()
+                    .method("POST")
+                    .uri("/v1/liquidity/pay")
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body.to_string()))
+                    .unwrap();
+                let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+                let status = resp.status();
+                let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+            })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (status, body) = t.await.unwrap();
+        if status == StatusCode::OK {
+            assert_eq!(body["quote"]["state"], "QUOTE_STATE_PAYING", "{body}");
+        } else {
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::CONFLICT, "INSUFFICIENT_LIQUIDITY")
+            );
+            refused.push(i);
+        }
+    }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    h.ledger_conserved().await;
+    // The executor answers again: the trackers finish the seven, and the eighth now fits.
+    h.fake.set_mode(Mode::Pay);
+    let i = refused[0];
+    let paid = oa_testkit::wait_until(WAIT, POLL, || async {
+        let (status, body) = h
+            .post(
+                "/v1/liquidity/pay",
+                json!({"idempotency_key": format!("p{i}"), "quote_id": quotes[i]}),
+            )
+            .await;
+        (status == StatusCode::OK && body["quote"]["state"] == "QUOTE_STATE_PAID").then_some(())
+    })
+    .await;
+    assert!(
+        paid.is_some(),
+        "the refused quote is paid once the pool has room"
+    );
+    assert_eq!(h.fake.total_sends(), 8);
+    h.ledger_conserved().await;
+}
