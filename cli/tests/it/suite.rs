@@ -506,26 +506,7 @@ async fn every_route_of_every_service_refuses_bad_tokens() {
     for svc in oa_testkit::SERVICES {
         let base = up.url(svc);
         let before = receipts(&up, svc).await.len();
-        let doc: Value = reqwest::get(format!("{base}/openapi.json"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        // (method, path, scope) of every route that needs a token.
-        let mut routes = Vec::new();
-        for (path, ops) in doc["paths"].as_object().unwrap() {
-            for (method, op) in ops.as_object().unwrap() {
-                if let Some(scope) = op["security"][0]["bearer"][0].as_str() {
-                    let path = path
-                        .split('/')
-                        .map(|s| if s.starts_with('{') { "x1" } else { s })
-                        .collect::<Vec<_>>()
-                        .join("/");
-                    routes.push((method.to_ascii_uppercase(), path, scope.to_owned()));
-                }
-            }
-        }
+        let routes = protected_routes(&base).await;
         assert!(!routes.is_empty(), "{svc} publishes no protected route");
         let all: Vec<&str> = routes
             .iter()
@@ -574,23 +555,29 @@ async fn every_route_of_every_service_refuses_bad_tokens() {
     up.stop();
 }
 
-/// Every scope the routes of a service's `/openapi.json` name.
-async fn published_scopes(base: &str) -> Vec<String> {
+/// (method, path with `x1` for each parameter, scope) of every route a service's
+/// `/openapi.json` says needs a token.
+async fn protected_routes(base: &str) -> Vec<(String, String, String)> {
     let doc: Value = reqwest::get(format!("{base}/openapi.json"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let mut scopes = std::collections::BTreeSet::new();
-    for ops in doc["paths"].as_object().unwrap().values() {
-        for op in ops.as_object().unwrap().values() {
-            if let Some(s) = op["security"][0]["bearer"][0].as_str() {
-                scopes.insert(s.to_owned());
+    let mut routes = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if let Some(scope) = op["security"][0]["bearer"][0].as_str() {
+                let path = path
+                    .split('/')
+                    .map(|s| if s.starts_with('{') { "x1" } else { s })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                routes.push((method.to_ascii_uppercase(), path, scope.to_owned()));
             }
         }
     }
-    scopes.into_iter().collect()
+    routes
 }
 
 /// Schemathesis (property-based requests generated from each service's `/openapi.json`, with a
@@ -619,12 +606,14 @@ async fn schemathesis_gets_no_server_error_from_any_service() {
     let operator = ring.identity("operator").unwrap();
     for svc in oa_testkit::SERVICES {
         let base = up.url(svc);
+        let scopes: std::collections::BTreeSet<String> = protected_routes(&base)
+            .await
+            .into_iter()
+            .map(|(_, _, scope)| scope)
+            .collect();
+        let scopes: Vec<String> = scopes.into_iter().collect();
         let token = operator
-            .mint(
-                svc,
-                &published_scopes(&base).await,
-                Duration::from_secs(3_600),
-            )
+            .mint(svc, &scopes, Duration::from_secs(3_600))
             .unwrap();
         let out = Command::new("schemathesis")
             .current_dir(up.dir.path())

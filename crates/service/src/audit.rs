@@ -69,11 +69,7 @@ pub async fn checkpoint_if_due(
     policy: &CheckpointPolicy,
     since_last: Duration,
 ) -> Result<Option<StoredCheckpoint>, oa_store::StoreError> {
-    let mut conn = db
-        .pool()
-        .acquire()
-        .await
-        .map_err(oa_store::StoreError::from)?;
+    let mut conn = db.reader().await?;
     let size = receipt_log::size(&mut conn, log.service()).await?;
     let covered = receipt_log::latest_checkpoint(&mut conn, log.service())
         .await?
@@ -280,7 +276,7 @@ async fn checkpoints(
         .limit
         .unwrap_or(DEFAULT_CHECKPOINT_PAGE)
         .clamp(1, receipt_log::MAX_PAGE);
-    let mut conn = s.db.pool().acquire().await.map_err(ApiError::internal)?;
+    let mut conn = s.db.reader().await.map_err(ApiError::internal)?;
     let list = receipt_log::list_checkpoints(&mut conn, &s.service, after, limit)
         .await
         .map_err(ApiError::internal)?;
@@ -311,7 +307,7 @@ async fn export(
         .limit
         .unwrap_or(receipt_log::MAX_PAGE)
         .clamp(1, receipt_log::MAX_PAGE);
-    let mut conn = s.db.pool().acquire().await.map_err(ApiError::internal)?;
+    let mut conn = s.db.reader().await.map_err(ApiError::internal)?;
     let receipts = receipt_log::list(&mut conn, &s.service, from, limit)
         .await
         .map_err(ApiError::internal)?;
@@ -414,7 +410,7 @@ async fn inclusion(
     let q = query(q)?;
     let hash =
         Hash::parse(&q.hash).map_err(|e| ApiError::bad_request("INVALID_HASH", e.to_string()))?;
-    let mut conn = s.db.pool().acquire().await.map_err(ApiError::internal)?;
+    let mut conn = s.db.reader().await.map_err(ApiError::internal)?;
     let receipt = receipt_log::get_by_hash(&mut conn, &hash)
         .await
         .map_err(ApiError::internal)?
@@ -456,7 +452,7 @@ async fn consistency(
             q.first, q.second
         )));
     }
-    let mut conn = s.db.pool().acquire().await.map_err(ApiError::internal)?;
+    let mut conn = s.db.reader().await.map_err(ApiError::internal)?;
     let all = leaves(&mut conn, &s.service, q.second).await?;
     let proof = merkle::consistency_proof(&all, q.first, q.second).map_err(ApiError::internal)?;
     let first = usize::try_from(q.first).map_err(ApiError::internal)?;

@@ -190,7 +190,7 @@ async fn page(
     after_seq: u64,
     limit: u32,
 ) -> Result<(Vec<Event>, u64), ApiError> {
-    let mut conn = db.pool().acquire().await.map_err(ApiError::internal)?;
+    let mut conn = db.reader().await.map_err(ApiError::internal)?;
     let floor = journal::floor(&mut conn, topic)
         .await
         .map_err(ApiError::internal)?;

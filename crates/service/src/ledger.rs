@@ -64,7 +64,7 @@ async fn statement(
             "from_ms must not be after to_ms",
         ));
     }
-    let mut conn = s.db.pool().acquire().await.map_err(ApiError::internal)?;
+    let mut conn = s.db.reader().await.map_err(ApiError::internal)?;
     let lines = oa_ledger::statement(&mut conn, p.from_ms, p.to_ms)
         .await
         .map_err(ApiError::internal)?;

@@ -145,7 +145,7 @@ async fn list(
         .limit
         .unwrap_or(DEFAULT_PAGE)
         .clamp(1, receipt_log::MAX_PAGE);
-    let mut conn = s.db.pool().acquire().await.map_err(ApiError::internal)?;
+    let mut conn = s.db.reader().await.map_err(ApiError::internal)?;
     let receipts = receipt_log::list(&mut conn, &s.service, from, limit)
         .await
         .map_err(ApiError::internal)?;

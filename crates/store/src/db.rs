@@ -225,6 +225,11 @@ impl Db {
         &self.pool
     }
 
+    /// A connection to read with (on SQLite one of the read-only pool's, beside the writer).
+    pub async fn reader(&self) -> Result<PoolConnection<Any>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// A connection that may write, outside a transaction: each statement commits by itself.
     /// On SQLite it is the writer, so hold it briefly.
     pub async fn writer(&self) -> Result<Writer, StoreError> {

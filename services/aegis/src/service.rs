@@ -122,12 +122,7 @@ impl Aegis {
     }
 
     pub(crate) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, AegisError> {
-        Ok(self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?)
+        Ok(self.db.reader().await?)
     }
 
     fn since(&self, now_ms: u64, window_ms: u64) -> u64 {

@@ -112,12 +112,7 @@ impl Deposits {
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, HydraError> {
-        Ok(self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?)
+        Ok(self.db.reader().await?)
     }
 
     /// `POST /v1/liquidity/deposit` (see the module docs).

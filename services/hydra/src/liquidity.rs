@@ -258,12 +258,7 @@ impl Liquidity {
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, HydraError> {
-        Ok(self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?)
+        Ok(self.db.reader().await?)
     }
 
     /// Drives a quote in `paying`: one attempt now, then the tracker if it is not terminal yet.

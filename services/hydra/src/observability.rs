@@ -70,7 +70,7 @@ impl Observability {
         let now = self.risk.clock.now_ms();
         let window_ms = u64::try_from(self.risk.config.window.as_millis()).unwrap_or(u64::MAX);
         let since = now.saturating_sub(window_ms);
-        let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let rows = sqlx::query::<Any>(
             "SELECT policy, ranking, chosen_candidate_id FROM hydra_routing_decisions
              WHERE created_at_ms > $1 ORDER BY created_at_ms DESC LIMIT $2",

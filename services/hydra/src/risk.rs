@@ -166,7 +166,7 @@ impl Risk {
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Any>, HydraError> {
-        Ok(self.db.pool().acquire().await.map_err(StoreError::from)?)
+        Ok(self.db.reader().await?)
     }
 
     /// Both breakers at `now_ms`.

@@ -505,12 +505,7 @@ impl Routing {
         chan_id: u64,
         capacity: Msat,
     ) -> Result<(Msat, Msat), HydraError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let k = self.knowledge(&mut conn, &[chan_id], false).await?;
         Ok(k.bounds(&Hop { chan_id, capacity }, self.clock.now_ms()))
     }

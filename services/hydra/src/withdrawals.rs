@@ -154,12 +154,7 @@ impl Withdrawals {
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, HydraError> {
-        Ok(self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?)
+        Ok(self.db.reader().await?)
     }
 
     /// Measures liabilities and liquidity and judges the throttle.

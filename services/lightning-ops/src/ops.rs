@@ -144,11 +144,6 @@ impl Ops {
     }
 
     pub(crate) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, OpsError> {
-        Ok(self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?)
+        Ok(self.db.reader().await?)
     }
 }

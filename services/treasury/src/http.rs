@@ -511,7 +511,7 @@ async fn budgets_of(
     }
     let p = &s.payments;
     let now = p.clock.now_ms();
-    let mut conn = p.db.pool().acquire().await.map_err(ApiError::internal)?;
+    let mut conn = p.db.reader().await.map_err(ApiError::internal)?;
     let mut out = Vec::new();
     for cfg in budget::list(&mut conn, kind, subject).await.map_err(api)? {
         out.push(to_budget(

@@ -377,12 +377,7 @@ impl Payments {
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, TreasuryError> {
-        Ok(self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?)
+        Ok(self.db.reader().await?)
     }
 
     async fn load(&self, payment_id: &str) -> Result<PaymentRow, TreasuryError> {

@@ -77,12 +77,7 @@ impl Policies {
 
     /// The active policy and its bundle id.
     pub async fn current(&self) -> Result<(String, Arc<Policy>), TreasuryError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let id = store::active_bundle_id(&mut conn)
             .await?
             .ok_or_else(|| corrupt("no active policy"))?;
@@ -103,12 +98,7 @@ impl Policies {
     }
 
     pub async fn active(&self) -> Result<ActivePolicy, TreasuryError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         store::active_policy(&mut conn)
             .await?
             .ok_or_else(|| corrupt("no active policy"))

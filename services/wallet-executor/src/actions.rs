@@ -310,12 +310,7 @@ impl ChannelActions {
 
     /// The stored answer of an action that ended.
     async fn stored<R: serde::de::DeserializeOwned>(&self, id: &str) -> Result<R, WalletError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let row = store::get(&mut conn, id)
             .await?
             .ok_or(WalletError::IdempotencyInProgress)?;
@@ -627,12 +622,7 @@ impl ChannelActions {
     /// in flight. Opens and rebalances left `pending` are reported, not re-driven. Returns how
     /// many actions were picked up.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, WalletError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let in_flight = store::with_status(&mut conn, store::IN_FLIGHT, RECOVERY_BATCH).await?;
         let pending = store::with_status(&mut conn, store::PENDING, RECOVERY_BATCH).await?;
         drop(conn);

@@ -208,12 +208,7 @@ impl Invoices {
             Err(NodeError::NotFound) => return Err(WalletError::InvoiceNotFound),
             Err(e) => return Err(e.into()),
         };
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let row = store::get(&mut conn, payment_hash).await?;
         let receipt = receipt_log::get_stored(
             &mut conn,
@@ -269,12 +264,7 @@ impl Invoices {
     /// whether it recorded anything.
     async fn follow_once(&self) -> Result<bool, WalletError> {
         let after = {
-            let mut conn = self
-                .db
-                .pool()
-                .acquire()
-                .await
-                .map_err(oa_store::StoreError::from)?;
+            let mut conn = self.db.reader().await?;
             store::last_settle_index(&mut conn).await?
         };
         self.recorded.send_if_modified(|v| {
@@ -422,12 +412,7 @@ impl Invoices {
     }
 
     async fn page_after(&self, after: u64) -> Result<Vec<wallet::InvoiceSettlement>, WalletError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let rows = store::settled_after(&mut conn, after, SUBSCRIBE_PAGE).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {

@@ -185,12 +185,7 @@ impl Onchain {
     }
 
     async fn by_key(&self, scope: &str, key: &str) -> Result<SendRow, WalletError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         store::get_by_key(&mut conn, scope, key)
             .await?
             .ok_or(WalletError::IdempotencyInProgress)
@@ -285,12 +280,7 @@ impl Onchain {
         let Some(txid) = row.txid.clone() else {
             return Err(WalletError::IdempotencyInProgress);
         };
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let sealed = receipt_log::get_stored(&mut conn, row.receipt_hash.as_deref()).await?;
         Ok(wallet::SendCoinsResponse {
             txid,
@@ -301,12 +291,7 @@ impl Onchain {
     /// After a restart: asks the node again about every send whose outcome was not recorded
     /// (same label: found if sent, sent once if not), in the background. Returns how many.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, WalletError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let rows = store::pending(&mut conn, RECOVERY_BATCH).await?;
         drop(conn);
         for row in &rows {

@@ -610,12 +610,7 @@ impl Payments {
         scope: &str,
         key: &str,
     ) -> Result<wallet::PaymentResponse, WalletError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let row = store::get_by_key(&mut conn, scope, key).await?;
         respond(&mut conn, row).await
     }
@@ -636,12 +631,7 @@ impl Payments {
 
     /// A payment by hash.
     pub async fn get(&self, payment_hash: &str) -> Result<wallet::PaymentResponse, WalletError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let row = store::get(&mut conn, payment_hash).await?;
         respond(&mut conn, row).await
     }
@@ -675,12 +665,7 @@ impl Payments {
 
     /// After a restart: track every payment that was in flight. Returns how many.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, WalletError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(oa_store::StoreError::from)?;
+        let mut conn = self.db.reader().await?;
         let rows = store::in_flight(&mut conn, RECOVERY_BATCH).await?;
         drop(conn);
         for row in &rows {
