@@ -69,7 +69,6 @@ pub struct LiquidityConfig {
 pub struct Liquidity {
     pub db: Db,
     pub executor: Arc<dyn Executor>,
-    pub log: ReceiptLog,
     pub clock: Arc<dyn Clock>,
     pub config: LiquidityConfig,
     /// Trusted executor receipt key ids (hex); empty trusts the key the receipt names, after
@@ -78,7 +77,9 @@ pub struct Liquidity {
     /// Learns from payment outcomes (see `routing`).
     pub routing: Arc<Routing>,
     tracker: Arc<Tracker>,
-    writes: Writes,
+    /// Quote, pay and result writes (see [`Steps`]): group-committed on SQLite, each alone on
+    /// PostgreSQL, where payments write in parallel.
+    writes: GroupCommit<Steps>,
 }
 
 #[derive(Serialize)]
@@ -109,17 +110,16 @@ impl Liquidity {
     ) -> Self {
         let steps = Steps {
             db: db.clone(),
-            log: log.clone(),
+            log,
             routing: routing.clone(),
         };
         let writes = match db.backend() {
-            Backend::Sqlite => Writes::Group(GroupCommit::spawn(steps, MAX_BATCH, MAX_QUEUED)),
-            Backend::Postgres => Writes::Direct(steps),
+            Backend::Sqlite => GroupCommit::spawn(steps, MAX_BATCH, MAX_QUEUED),
+            Backend::Postgres => GroupCommit::direct(steps),
         };
         Self {
             db,
             executor,
-            log,
             clock,
             config,
             executor_keys,
@@ -184,14 +184,14 @@ impl Liquidity {
             executor_receipt: None,
             receipt_hash: None,
         };
-        let asked = Asked {
+        let key = store::QuoteKey {
             scope: format!("hydra.quote_pay/{caller}"),
             key: req.idempotency_key.clone(),
             fingerprint: idempotency::fingerprint(&req)?,
         };
         match self
             .writes
-            .run(Write::Quote(Box::new((row, asked))))
+            .submit(Write::Quote(Box::new((row, key))))
             .await?
         {
             Written::Quote(answer) => answer,
@@ -212,7 +212,7 @@ impl Liquidity {
         let scope = format!("hydra.pay/{caller}");
         let quote = match self
             .writes
-            .run(Write::Pay {
+            .submit(Write::Pay {
                 quote_id: req.quote_id.clone(),
                 scope: scope.clone(),
                 key: req.idempotency_key.clone(),
@@ -465,7 +465,7 @@ impl Liquidity {
             draft,
             now,
         };
-        let receipt = match self.writes.run(Write::Record(Box::new(job))).await? {
+        let receipt = match self.writes.submit(Write::Record(Box::new(job))).await? {
             Written::Record(Some(receipt)) => receipt,
             Written::Record(None) => return Ok(None),
             _ => return Err(corrupt("the result's write answered for another step")),
@@ -600,14 +600,6 @@ fn to_pay_response(
     }
 }
 
-/// A quote_pay request's idempotency record: the caller's scope, their key, and their request's
-/// fingerprint.
-struct Asked {
-    scope: String,
-    key: String,
-    fingerprint: String,
-}
-
 /// A terminal result to record (see [`Liquidity::record`]).
 struct Record {
     quote_id: String,
@@ -631,7 +623,7 @@ struct Record {
 
 /// The writes of a quote and its payment: each a few statements in the transaction it is given.
 enum Write {
-    Quote(Box<(QuoteRow, Asked)>),
+    Quote(Box<(QuoteRow, store::QuoteKey)>),
     Pay {
         quote_id: String,
         scope: String,
@@ -652,28 +644,9 @@ enum Written {
     Record(Option<Receipt>),
 }
 
-/// Runs the writes: on SQLite through a group commit, where the steps of many payments share
-/// the one writer's transaction, its commit and the pages every payment touches (the pool's
-/// account, the receipt and journal heads), and the receipts of a batch are one insert; on
-/// PostgreSQL each in a transaction of its own, since payments write there in parallel.
-enum Writes {
-    Group(GroupCommit<Steps>),
-    Direct(Steps),
-}
-
-impl Writes {
-    async fn run(&self, write: Write) -> Result<Written, HydraError> {
-        match self {
-            Writes::Group(group) => group.submit(write).await,
-            Writes::Direct(steps) => steps
-                .commit(std::slice::from_ref(&write))
-                .await?
-                .pop()
-                .ok_or_else(|| corrupt("a write without an answer")),
-        }
-    }
-}
-
+/// The steps of a quote and its payment. In a group commit, the steps of many payments share the
+/// one writer's transaction, its commit and the pages every payment touches (the pool's account,
+/// the receipt and journal heads).
 struct Steps {
     db: Db,
     log: ReceiptLog,
@@ -774,12 +747,7 @@ impl Steps {
                 let (row, asked) = &**quote;
                 // One statement: the quote carries its key, so it and its idempotency record
                 // are one row.
-                let key = store::QuoteKey {
-                    scope: &asked.scope,
-                    key: &asked.key,
-                    fingerprint: &asked.fingerprint,
-                };
-                if store::insert(tx, row, &key).await? {
+                if store::insert(tx, row, asked).await? {
                     return Ok(Written::Quote(Ok(hydra::QuotePayResponse {
                         quote: Some(to_quote(row)),
                     })));

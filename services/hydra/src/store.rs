@@ -83,10 +83,10 @@ fn decode(r: &AnyRow) -> Result<QuoteRow, StoreError> {
 
 /// The idempotency record a quote carries: who asked (`scope`), their key, and the fingerprint
 /// of their request.
-pub struct QuoteKey<'a> {
-    pub scope: &'a str,
-    pub key: &'a str,
-    pub fingerprint: &'a str,
+pub struct QuoteKey {
+    pub scope: String,
+    pub key: String,
+    pub fingerprint: String,
 }
 
 /// Inserts a new open quote under its caller's idempotency key, in one statement. Returns
@@ -94,7 +94,7 @@ pub struct QuoteKey<'a> {
 pub async fn insert(
     conn: &mut AnyConnection,
     q: &QuoteRow,
-    key: &QuoteKey<'_>,
+    key: &QuoteKey,
 ) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "INSERT INTO hydra_quotes (quote_id, payment_hash, invoice, amount_msat, fee_limit_msat, payer_ref, state,
@@ -111,9 +111,9 @@ pub async fn insert(
     .bind(&q.payer_ref)
     .bind(i(q.created_at_ms)?)
     .bind(i(q.expires_at_ms)?)
-    .bind(key.scope)
-    .bind(key.key)
-    .bind(key.fingerprint)
+    .bind(key.scope.as_str())
+    .bind(key.key.as_str())
+    .bind(key.fingerprint.as_str())
     .execute(conn)
     .await?
     .rows_affected();

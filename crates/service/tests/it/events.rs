@@ -202,6 +202,12 @@ async fn a_cursor_below_the_retention_floor_is_stale_and_bad_queries_are_typed()
             StatusCode::BAD_REQUEST,
             "INVALID_QUERY",
         ),
+        // The WebSocket route without an upgrade request.
+        (
+            &*format!("/v1/events/ws?topic={TOPIC}"),
+            StatusCode::BAD_REQUEST,
+            "NOT_A_WEBSOCKET",
+        ),
     ] {
         let (s, v) = get(&kit.router, path, Some(&token)).await;
         assert_eq!(
@@ -214,13 +220,11 @@ async fn a_cursor_below_the_retention_floor_is_stale_and_bad_queries_are_typed()
         .ring
         .operator_token("hydra", &["receipts:read"], Duration::from_secs(60))
         .unwrap();
-    let (s, _) = get(
-        &kit.router,
-        &format!("/v1/events?topic={TOPIC}"),
-        Some(&other),
-    )
-    .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    for path in ["/v1/events", "/v1/events/ws"] {
+        // The scope is checked before the request: no upgrade, no answer but 403.
+        let (s, _) = get(&kit.router, &format!("{path}?topic={TOPIC}"), Some(&other)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

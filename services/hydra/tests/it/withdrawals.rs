@@ -619,33 +619,15 @@ async fn concurrent_pays_beyond_the_pool_refuse_only_what_does_not_fit() {
     }
     // The executor does not answer: every started pay keeps its reservation.
     h.fake.set_mode(Mode::Unavailable);
-    let tasks: Vec<_> = quotes
-        .iter()
-        .enumerate()
-        .map(|(i, qid)| {
-            let (router, token) = (h.router.clone(), h.token.clone());
-            let body = json!({"idempotency_key": format!("p{i}"), "quote_id": qid});
-            tokio::spawn(async move {
-                let req = http::Request::builder()
-                    .method("POST")
-                    .uri("/v1/liquidity/pay")
-                    .header("authorization", format!("Bearer {token}"))
-                    .header("content-type", "application/json")
-                    .body(axum::body::Body::from(body.to_string()))
-                    .unwrap();
-                let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-                let status = resp.status();
-                let bytes = http_body_util::BodyExt::collect(resp.into_body())
-                    .await
-                    .unwrap()
-                    .to_bytes();
-                (status, serde_json::from_slice::<Value>(&bytes).unwrap())
-            })
-        })
-        .collect();
+    let answers = futures::future::join_all(quotes.iter().enumerate().map(|(i, qid)| {
+        h.post(
+            "/v1/liquidity/pay",
+            json!({"idempotency_key": format!("p{i}"), "quote_id": qid}),
+        )
+    }))
+    .await;
     let mut refused = Vec::new();
-    for (i, t) in tasks.into_iter().enumerate() {
-        let (status, body) = t.await.unwrap();
+    for (i, (status, body)) in answers.into_iter().enumerate() {
         if status == StatusCode::OK {
             assert_eq!(body["quote"]["state"], "QUOTE_STATE_PAYING", "{body}");
         } else {
