@@ -14,6 +14,9 @@ pub struct ServiceEntry {
     /// A development token for this service (operator key; every scope of the service).
     pub token: String,
     pub log: String,
+    /// The service's process id (rewritten when `oa up --restart` restarts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +33,14 @@ impl Suite {
             anyhow::anyhow!("cannot read {} ({e}); is `oa up` running?", path.display())
         })?;
         Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Writes `suite.json` atomically (a reader sees the old file or the new one, never half).
+    pub fn write(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let tmp = data_dir.join(format!("{FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(&tmp, data_dir.join(FILE))?;
+        Ok(())
     }
 
     pub fn service(&self, name: &str) -> anyhow::Result<&ServiceEntry> {

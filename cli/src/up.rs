@@ -4,7 +4,9 @@
 //! process boundary even in development), with its SQLite file under the data folder and the keys
 //! of the development keyring. `oa up` waits until every service is ready, writes `suite.json`,
 //! prints the URLs and a token, and on SIGINT/SIGTERM stops the services gracefully. If a service
-//! exits on its own, `oa up` stops the others and fails.
+//! exits on its own, `oa up` stops the others and fails; with `--restart` it starts the service
+//! again instead (for fault drills: kill any service's pid from `suite.json` and watch the suite
+//! recover), giving up if one service exits more than `MAX_RESTARTS` times in a minute.
 
 use std::{
     collections::BTreeMap,
@@ -29,6 +31,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Budget each agent gets on first use in the development suite: 1,000,000 sat.
 const DEV_AGENT_BUDGET_MSAT: u64 = 1_000_000_000;
+/// With `--restart`: most restarts of one service within `RESTART_WINDOW` before `oa up` gives up.
+const MAX_RESTARTS: usize = 20;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -39,6 +44,10 @@ pub struct UpArgs {
     /// the executor's gRPC); 0 picks free ports.
     #[arg(long, default_value_t = 8081)]
     pub base_port: u16,
+    /// Restart a service that exits on its own (killed, crashed) instead of stopping the suite;
+    /// `suite.json` is rewritten with its new pid.
+    #[arg(long)]
+    pub restart: bool,
 }
 
 /// The operator scopes written into each service's token in `suite.json`.
@@ -57,6 +66,7 @@ fn scopes(service: &str) -> &'static [&'static str] {
             "hydra:read",
             "receipts:read",
             "events:read",
+            "ledger:read",
         ],
         "aegis" => &["aegis:read", "receipts:read", "events:read"],
         "wallet-executor" => &["wallet:read", "wallet:sim", "receipts:read", "events:read"],
@@ -67,7 +77,35 @@ fn scopes(service: &str) -> &'static [&'static str] {
 
 struct Running {
     name: &'static str,
+    flags: Vec<String>,
     child: Child,
+    /// When `--restart` last restarted it, newest last (at most `MAX_RESTARTS`).
+    restarts: Vec<Instant>,
+}
+
+impl Running {
+    /// Starts (or restarts) the service, its output appended to its log.
+    fn spawn(&mut self, data_dir: &Path) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path(data_dir, self.name))?;
+        self.child = spawn_service(self.name, &self.flags, log)?;
+        Ok(())
+    }
+}
+
+fn spawn_service(name: &str, flags: &[String], log: std::fs::File) -> anyhow::Result<Child> {
+    Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .arg(name)
+        .args(flags)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("start {name}"))
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -140,17 +178,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             _ => {}
         }
         let log = std::fs::File::create(log_path(&data_dir, name))?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("serve")
-            .arg(name)
-            .args(&flags)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start {name}"))?;
-        running.push(Running { name, child });
+        let child = spawn_service(name, &flags, log)?;
+        running.push(Running {
+            name,
+            flags,
+            child,
+            restarts: Vec::new(),
+        });
     }
 
     if let Err(e) = wait_ready(&names, &url, &mut running).await {
@@ -167,17 +201,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 grpc_url: (*name == "wallet-executor").then(|| format!("http://{}", addr(5))),
                 token: ring.operator_token(name, scopes(name), TOKEN_TTL)?,
                 log: log_path(&data_dir, name).display().to_string(),
+                pid: running[i].child.id(),
             },
         );
     }
-    let suite = Suite {
+    let mut suite = Suite {
         data_dir: data_dir.display().to_string(),
         pid: std::process::id(),
         services,
     };
-    let tmp = data_dir.join(format!("{FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_string_pretty(&suite)?)?;
-    std::fs::rename(&tmp, data_dir.join(FILE))?;
+    suite.write(&data_dir)?;
 
     println!(
         "suite ready in {} ms (data in {})",
@@ -204,9 +237,47 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         args.data_dir.display()
     );
 
-    let outcome = tokio::select! {
-        () = oa_service::shutdown_signal() => Ok(ExitCode::SUCCESS),
-        (name, status) = first_exit(&mut running) => Err(anyhow::anyhow!("{name} exited unexpectedly ({status}); see {}", log_path(&data_dir, name).display())),
+    let shutdown = oa_service::shutdown_signal();
+    tokio::pin!(shutdown);
+    let outcome = loop {
+        let (i, status) = tokio::select! {
+            () = &mut shutdown => break Ok(ExitCode::SUCCESS),
+            exited = first_exit(&mut running) => exited,
+        };
+        let r = &mut running[i];
+        let log = log_path(&data_dir, r.name);
+        if !args.restart {
+            break Err(anyhow::anyhow!(
+                "{} exited unexpectedly ({status}); see {}",
+                r.name,
+                log.display()
+            ));
+        }
+        let now = Instant::now();
+        r.restarts
+            .retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+        if r.restarts.len() >= MAX_RESTARTS {
+            break Err(anyhow::anyhow!(
+                "{} exited {MAX_RESTARTS} times within {} s ({status}); see {}",
+                r.name,
+                RESTART_WINDOW.as_secs(),
+                log.display()
+            ));
+        }
+        // A service that keeps failing at start-up is restarted ever more slowly.
+        let backoff = Duration::from_millis(50) * u32::try_from(r.restarts.len()).unwrap_or(1);
+        r.restarts.push(now);
+        eprintln!("{} exited ({status}); restarting it", r.name);
+        tokio::time::sleep(backoff).await;
+        if let Err(e) = r.spawn(&data_dir) {
+            break Err(e);
+        }
+        if let Some(entry) = suite.services.get_mut(r.name) {
+            entry.pid = r.child.id();
+        }
+        if let Err(e) = suite.write(&data_dir) {
+            break Err(e);
+        }
     };
     stop_all(&mut running).await;
     let _ = std::fs::remove_file(data_dir.join(FILE));
@@ -278,11 +349,12 @@ async fn wait_ready(
     Ok(())
 }
 
-async fn first_exit(running: &mut [Running]) -> (&'static str, String) {
+/// The index of the first service found exited, and how it ended.
+async fn first_exit(running: &mut [Running]) -> (usize, String) {
     loop {
-        for r in running.iter_mut() {
+        for (i, r) in running.iter_mut().enumerate() {
             if let Ok(Some(status)) = r.child.try_wait() {
-                return (r.name, status.to_string());
+                return (i, status.to_string());
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod docker;
+mod faults;
 mod proof;
 mod suite;

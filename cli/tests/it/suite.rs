@@ -6,21 +6,27 @@ use std::{
 
 use serde_json::{Value, json};
 
-const OA: &str = env!("CARGO_BIN_EXE_oa");
+pub(crate) const OA: &str = env!("CARGO_BIN_EXE_oa");
 
 /// A running `oa up`, stopped (SIGTERM) on drop.
-struct Up {
+pub(crate) struct Up {
     child: Child,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
     suite: Value,
 }
 
 impl Up {
-    fn start() -> Up {
+    pub(crate) fn start() -> Up {
+        Up::start_with(&[])
+    }
+
+    /// `oa up` with extra flags.
+    pub(crate) fn start_with(flags: &[&str]) -> Up {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(OA)
             .args(["up", "--base-port", "0", "--data-dir"])
             .arg(dir.path())
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -39,21 +45,21 @@ impl Up {
         Up { child, dir, suite }
     }
 
-    fn url(&self, svc: &str) -> String {
+    pub(crate) fn url(&self, svc: &str) -> String {
         self.suite["services"][svc]["url"]
             .as_str()
             .unwrap()
             .to_owned()
     }
 
-    fn token(&self, svc: &str) -> String {
+    pub(crate) fn token(&self, svc: &str) -> String {
         self.suite["services"][svc]["token"]
             .as_str()
             .unwrap()
             .to_owned()
     }
 
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -75,7 +81,7 @@ impl Drop for Up {
     }
 }
 
-async fn post(url: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+pub(crate) async fn post(url: &str, token: Option<&str>, body: &str) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
@@ -106,7 +112,7 @@ async fn receipts(up: &Up, svc: &str) -> Vec<oa_receipts::Receipt> {
         .collect()
 }
 
-async fn invoice(up: &Up, amount_msat: u64, expiry_secs: u32) -> String {
+pub(crate) async fn invoice(up: &Up, amount_msat: u64, expiry_secs: u32) -> String {
     let body = json!({"node": "merchant", "amount_msat": amount_msat.to_string(), "description": "suite", "expiry_secs": expiry_secs});
     let (status, v) = post(
         &format!("{}/v1/sim/invoices", up.url("wallet-executor")),
@@ -118,7 +124,7 @@ async fn invoice(up: &Up, amount_msat: u64, expiry_secs: u32) -> String {
     v["invoice"].as_str().unwrap().to_owned()
 }
 
-fn oa(args: &[&str]) -> (bool, String) {
+pub(crate) fn oa(args: &[&str]) -> (bool, String) {
     let out = Command::new(OA).args(args).output().unwrap();
     (
         out.status.success(),
@@ -326,7 +332,7 @@ async fn payment_events_are_streamed(up: &Up) {
 }
 
 /// Waits (bounded) until `svc`'s latest public checkpoint covers its whole receipt log.
-async fn wait_for_checkpoint(up: &Up, svc: &str) {
+pub(crate) async fn wait_for_checkpoint(up: &Up, svc: &str) {
     let size = receipts(up, svc).await.len();
     let url = format!("{}/v1/receipts/checkpoints", up.url(svc));
     let covered =
