@@ -85,7 +85,13 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 .build()
         })
         .collect::<Result<_, _>>()?;
-    let url = Arc::new(format!("{}/v1/treasury/payments", treasury.url));
+    // Callers are spread over treasury's replicas (`oa up --replicas`), caller i on replica
+    // i mod n.
+    let urls: Vec<String> = if treasury.replicas.is_empty() {
+        vec![treasury.url.clone()]
+    } else {
+        treasury.replicas.iter().map(|r| r.url.clone()).collect()
+    };
     let token = Arc::new(treasury.token.clone());
     let pay_range = |from: usize, to: usize| {
         let next = Arc::new(AtomicUsize::new(from));
@@ -94,8 +100,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             .cloned()
             .enumerate()
             .map(|(caller, client)| {
-                let (next, invoices, url, token) =
-                    (next.clone(), invoices.clone(), url.clone(), token.clone());
+                let url = format!("{}/v1/treasury/payments", urls[caller % urls.len()]);
+                let (next, invoices, token) = (next.clone(), invoices.clone(), token.clone());
                 tokio::spawn(async move {
                     let mut samples = Vec::new();
                     loop {

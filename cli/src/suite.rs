@@ -17,6 +17,16 @@ pub struct ServiceEntry {
     /// The service's process id (rewritten when `oa up --restart` restarts it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Every replica, the first included, when `oa up --replicas` runs more than one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Replica>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replica {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use oa_receipts::ReceiptKey;
 use oa_testkit::DevKeyring;
 use tokio::process::{Child, Command};
 
-use crate::suite::{FILE, ServiceEntry, Suite};
+use crate::suite::{FILE, Replica, ServiceEntry, Suite};
 
 /// How long every service has to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +31,16 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Budget each agent gets on first use in the development suite: 1,000,000 sat.
 const DEV_AGENT_BUDGET_MSAT: u64 = 1_000_000_000;
+/// Most replicas `--replicas` starts of treasury, Hydra and Aegis.
+const MAX_REPLICAS: usize = 8;
+/// The services, in start order.
+const NAMES: [&str; 5] = [
+    "treasury",
+    "hydra",
+    "aegis",
+    "wallet-executor",
+    "lightning-ops",
+];
 /// With `--restart`: most restarts of one service within `RESTART_WINDOW` before `oa up` gives up.
 const MAX_RESTARTS: usize = 20;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
@@ -48,6 +58,18 @@ pub struct UpArgs {
     /// `suite.json` is rewritten with its new pid.
     #[arg(long)]
     pub restart: bool,
+    /// Run every service on PostgreSQL instead of SQLite: the URL of a server and a database to
+    /// connect to first (e.g. postgres://postgres@127.0.0.1:5432/postgres); each service gets its
+    /// own database, `<prefix>_<service>`, created if missing.
+    #[arg(long)]
+    pub postgres_url: Option<String>,
+    /// The prefix of the services' database names on PostgreSQL.
+    #[arg(long, default_value = "oa")]
+    pub postgres_db_prefix: String,
+    /// Processes per service for treasury, Hydra and Aegis (PostgreSQL only); replica r of each
+    /// calls replica r of the others, and `suite.json` lists every replica's URL.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
 }
 
 /// The operator scopes written into each service's token in `suite.json`.
@@ -75,8 +97,12 @@ fn scopes(service: &str) -> &'static [&'static str] {
     }
 }
 
+/// One process of the suite: a service, or one replica of it.
 struct Running {
     name: &'static str,
+    /// The service's name, with `-2`, `-3`... for further replicas (its log's name).
+    label: String,
+    url: String,
     flags: Vec<String>,
     child: Child,
     /// When `--restart` last restarted it, newest last (at most `MAX_RESTARTS`).
@@ -89,7 +115,7 @@ impl Running {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log_path(data_dir, self.name))?;
+            .open(log_path(data_dir, &self.label))?;
         self.child = spawn_service(self.name, &self.flags, log)?;
         Ok(())
     }
@@ -116,28 +142,48 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let ring = DevKeyring::ensure(&data_dir)?;
     let _ = std::fs::remove_file(data_dir.join(FILE));
 
+    anyhow::ensure!(
+        (1..=MAX_REPLICAS).contains(&args.replicas),
+        "--replicas must be 1 to {MAX_REPLICAS}"
+    );
+    anyhow::ensure!(
+        args.replicas == 1 || args.postgres_url.is_some(),
+        "--replicas needs --postgres-url: replicas share their service's database, and a SQLite \
+         file has one writer"
+    );
+    let databases = match &args.postgres_url {
+        Some(admin) => Some(postgres_databases(admin, &args.postgres_db_prefix).await?),
+        None => None,
+    };
+
+    // Ports: treasury, hydra, aegis, wallet-executor, lightning-ops, the executor's gRPC, then
+    // treasury, hydra and aegis of each further replica.
+    let count = 6 + 3 * (args.replicas - 1);
     let ports: Vec<u16> = if args.base_port == 0 {
-        (0..6)
+        (0..count)
             .map(|_| oa_testkit::free_port())
             .collect::<Result<_, _>>()?
     } else {
-        (0..6)
+        (0..count)
             .map(|i| {
-                args.base_port
-                    .checked_add(i)
+                u16::try_from(i)
+                    .ok()
+                    .and_then(|i| args.base_port.checked_add(i))
                     .context("--base-port too high")
             })
             .collect::<Result<_, _>>()?
     };
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
-    let names = [
-        "treasury",
-        "hydra",
-        "aegis",
-        "wallet-executor",
-        "lightning-ops",
-    ];
     let url = |i: usize| format!("http://{}", addr(i));
+    let grpc = format!("http://{}", addr(5));
+    // Replica r of a replicated service (r = 0 is the first), as a port index.
+    let replica_port = |service: usize, r: usize| {
+        if r == 0 {
+            service
+        } else {
+            6 + 3 * (r - 1) + service
+        }
+    };
     let receipt_key_id = |service: &str| -> anyhow::Result<String> {
         let secret = std::fs::read_to_string(ring.receipt_key_file(service))?;
         Ok(ReceiptKey::from_secret_hex(secret.trim())?
@@ -147,24 +193,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let executor_key = receipt_key_id("wallet-executor")?;
     let aegis_key = receipt_key_id("aegis")?;
 
+    // Replica r of treasury calls replica r of Hydra and Aegis, and Hydra and Aegis call each
+    // other's replica r: callers spread over the replicas spread the whole path.
+    let mut instances: Vec<(&'static str, usize, usize)> = Vec::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        let replicas = if i < 3 { args.replicas } else { 1 };
+        for r in 0..replicas {
+            instances.push((name, r, replica_port(i, r)));
+        }
+    }
     let mut running = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let mut flags = common_flags(&ring, &data_dir, name, addr(i));
-        match *name {
+    for &(name, r, port) in &instances {
+        let database_url = match &databases {
+            Some(dbs) => dbs[name].clone(),
+            None => format!(
+                "sqlite://{}",
+                data_dir.join("db").join(format!("{name}.db")).display()
+            ),
+        };
+        let mut flags = common_flags(&ring, &database_url, name, addr(port));
+        match name {
             "treasury" => flags.extend([
-                format!("--hydra-url={}", url(1)),
-                format!("--aegis-url={}", url(2)),
+                format!("--hydra-url={}", url(replica_port(1, r))),
+                format!("--aegis-url={}", url(replica_port(2, r))),
                 format!("--default-agent-budget-msat={DEV_AGENT_BUDGET_MSAT}"),
             ]),
             "hydra" => flags.extend([
-                format!("--executor-url=http://{}", addr(5)),
+                format!("--executor-url={grpc}"),
                 format!("--executor-receipt-keys={executor_key}"),
-                format!("--aegis-url={}", url(2)),
+                format!("--aegis-url={}", url(replica_port(2, r))),
                 format!("--aegis-receipt-keys={aegis_key}"),
             ]),
-            "aegis" => flags.push(format!("--hydra-url={}", url(1))),
+            "aegis" => flags.push(format!("--hydra-url={}", url(replica_port(1, r)))),
             "lightning-ops" => flags.extend([
-                format!("--executor-url=http://{}", addr(5)),
+                format!("--executor-url={grpc}"),
                 format!("--executor-receipt-keys={executor_key}"),
             ]),
             "wallet-executor" => flags.extend([
@@ -177,31 +239,49 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             ]),
             _ => {}
         }
-        let log = std::fs::File::create(log_path(&data_dir, name))?;
+        let label = if r == 0 {
+            name.to_owned()
+        } else {
+            format!("{name}-{}", r + 1)
+        };
+        let log = std::fs::File::create(log_path(&data_dir, &label))?;
         let child = spawn_service(name, &flags, log)?;
         running.push(Running {
             name,
+            label,
+            url: url(port),
             flags,
             child,
             restarts: Vec::new(),
         });
     }
 
-    if let Err(e) = wait_ready(&names, &url, &mut running).await {
+    if let Err(e) = wait_ready(&mut running).await {
         stop_all(&mut running).await;
         return Err(e);
     }
 
     let mut services = BTreeMap::new();
-    for (i, name) in names.iter().enumerate() {
+    for name in NAMES {
+        let mine: Vec<&Running> = running.iter().filter(|r| r.name == name).collect();
         services.insert(
-            (*name).to_owned(),
+            name.to_owned(),
             ServiceEntry {
-                url: url(i),
-                grpc_url: (*name == "wallet-executor").then(|| format!("http://{}", addr(5))),
+                url: mine[0].url.clone(),
+                grpc_url: (name == "wallet-executor").then(|| grpc.clone()),
                 token: ring.operator_token(name, scopes(name), TOKEN_TTL)?,
                 log: log_path(&data_dir, name).display().to_string(),
-                pid: running[i].child.id(),
+                pid: mine[0].child.id(),
+                replicas: if mine.len() > 1 {
+                    mine.iter()
+                        .map(|r| Replica {
+                            url: r.url.clone(),
+                            pid: r.child.id(),
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             },
         );
     }
@@ -245,11 +325,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             exited = first_exit(&mut running) => exited,
         };
         let r = &mut running[i];
-        let log = log_path(&data_dir, r.name);
+        let log = log_path(&data_dir, &r.label);
         if !args.restart {
             break Err(anyhow::anyhow!(
                 "{} exited unexpectedly ({status}); see {}",
-                r.name,
+                r.label,
                 log.display()
             ));
         }
@@ -259,7 +339,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         if r.restarts.len() >= MAX_RESTARTS {
             break Err(anyhow::anyhow!(
                 "{} exited {MAX_RESTARTS} times within {} s ({status}); see {}",
-                r.name,
+                r.label,
                 RESTART_WINDOW.as_secs(),
                 log.display()
             ));
@@ -267,13 +347,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         // A service that keeps failing at start-up is restarted ever more slowly.
         let backoff = Duration::from_millis(50) * u32::try_from(r.restarts.len()).unwrap_or(1);
         r.restarts.push(now);
-        eprintln!("{} exited ({status}); restarting it", r.name);
+        eprintln!("{} exited ({status}); restarting it", r.label);
         tokio::time::sleep(backoff).await;
         if let Err(e) = r.spawn(&data_dir) {
             break Err(e);
         }
         if let Some(entry) = suite.services.get_mut(r.name) {
-            entry.pid = r.child.id();
+            let pid = r.child.id();
+            if let Some(replica) = entry.replicas.iter_mut().find(|x| x.url == r.url) {
+                replica.pid = pid;
+            }
+            if entry.url == r.url {
+                entry.pid = pid;
+            }
         }
         if let Err(e) = suite.write(&data_dir) {
             break Err(e);
@@ -288,13 +374,15 @@ fn log_path(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join("logs").join(format!("{name}.log"))
 }
 
-fn common_flags(ring: &DevKeyring, data_dir: &Path, name: &str, listen: SocketAddr) -> Vec<String> {
+fn common_flags(
+    ring: &DevKeyring,
+    database_url: &str,
+    name: &str,
+    listen: SocketAddr,
+) -> Vec<String> {
     let mut flags = vec![
         format!("--listen={listen}"),
-        format!(
-            "--database-url=sqlite://{}",
-            data_dir.join("db").join(format!("{name}.db")).display()
-        ),
+        format!("--database-url={database_url}"),
         format!(
             "--receipt-key-file={}",
             ring.receipt_key_file(name).display()
@@ -314,33 +402,31 @@ fn common_flags(ring: &DevKeyring, data_dir: &Path, name: &str, listen: SocketAd
     flags
 }
 
-async fn wait_ready(
-    names: &[&str],
-    url: &impl Fn(usize) -> String,
-    running: &mut [Running],
-) -> anyhow::Result<()> {
+async fn wait_ready(running: &mut [Running]) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
     let deadline = Instant::now() + READY_TIMEOUT;
-    for (i, name) in names.iter().enumerate() {
+    for r in running.iter_mut() {
         loop {
-            if let Some(status) = running[i].child.try_wait()? {
+            if let Some(status) = r.child.try_wait()? {
                 anyhow::bail!(
-                    "{name} exited during start-up ({status}); see its log in the data folder"
+                    "{} exited during start-up ({status}); see its log in the data folder",
+                    r.label
                 );
             }
             let ready = client
-                .get(format!("{}/readyz", url(i)))
+                .get(format!("{}/readyz", r.url))
                 .send()
                 .await
-                .is_ok_and(|r| r.status().is_success());
+                .is_ok_and(|resp| resp.status().is_success());
             if ready {
                 break;
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "{name} was not ready within {} s",
+                "{} was not ready within {} s",
+                r.label,
                 READY_TIMEOUT.as_secs()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -380,4 +466,43 @@ async fn stop_all(running: &mut [Running]) {
             let _ = r.child.wait().await;
         }
     }
+}
+
+/// Creates (if missing) one database per service on the server `admin` names; their URLs.
+async fn postgres_databases(
+    admin: &str,
+    prefix: &str,
+) -> anyhow::Result<BTreeMap<&'static str, String>> {
+    anyhow::ensure!(
+        !prefix.is_empty()
+            && prefix.len() <= 40
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "--postgres-db-prefix must be 1 to 40 of a-z, 0-9 and _"
+    );
+    let base = reqwest::Url::parse(admin).context("--postgres-url")?;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin)
+        .await
+        .with_context(|| format!("connect to {admin}"))?;
+    let mut urls = BTreeMap::new();
+    for name in NAMES {
+        let db = format!("{prefix}_{}", name.replace('-', "_"));
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&db)
+                .fetch_optional(&mut conn)
+                .await?;
+        if exists.is_none() {
+            // The name is checked above: [a-z0-9_] only, so it needs no quoting.
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                .execute(&mut conn)
+                .await
+                .with_context(|| format!("create database {db}"))?;
+        }
+        let mut url = base.clone();
+        url.set_path(&format!("/{db}"));
+        urls.insert(name, url.to_string());
+    }
+    Ok(urls)
 }

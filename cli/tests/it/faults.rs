@@ -18,6 +18,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use sqlx::AnyPool;
 
 use crate::suite::{Up, invoice, oa};
 
@@ -86,10 +87,11 @@ async fn pay_until_terminal(
     let deadline = Instant::now() + PAYMENT_DEADLINE;
     let key = body["idempotency_key"].as_str().unwrap();
     let mut payment_id: Option<String> = None;
+    let mut last = String::new();
     loop {
         assert!(
             Instant::now() < deadline,
-            "{key} not terminal within {PAYMENT_DEADLINE:?}"
+            "{key} not terminal within {PAYMENT_DEADLINE:?}; last answer: {last}"
         );
         let request = match &payment_id {
             Some(id) => client.get(format!("{base}/v1/treasury/payments/{id}")),
@@ -97,9 +99,12 @@ async fn pay_until_terminal(
                 .post(format!("{base}/v1/treasury/payments"))
                 .json(body),
         };
-        if let Ok(resp) = request.bearer_auth(token).send().await {
-            let status = resp.status();
-            if let Ok(v) = resp.json::<Value>().await {
+        match request.bearer_auth(token).send().await {
+            Err(e) => last = format!("transport: {e}"),
+            Ok(resp) => {
+                let status = resp.status();
+                let v = resp.json::<Value>().await.unwrap_or(Value::Null);
+                last = format!("{status} {v}");
                 if status.is_success() {
                     let payment = &v["payment"];
                     payment_id = payment["payment_id"].as_str().map(str::to_owned);
@@ -113,7 +118,7 @@ async fn pay_until_terminal(
                     // Unavailable dependencies are 5xx (retry); anything else is a bug here.
                     assert!(
                         status.is_server_error() || status.as_u16() == 429,
-                        "{key}: {status} {v}"
+                        "{key}: {last}"
                     );
                 }
             }
@@ -122,24 +127,56 @@ async fn pay_until_terminal(
     }
 }
 
-async fn sqlite(dir: &Path, svc: &str) -> sqlx::SqlitePool {
-    let path = dir.join("db").join(format!("{svc}.db"));
-    sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
-        .await
-        .unwrap()
+/// The databases of the paying services, SQLite or PostgreSQL.
+pub(crate) struct Dbs {
+    treasury: AnyPool,
+    hydra: AnyPool,
+    executor: AnyPool,
 }
 
-async fn count(db: &sqlx::SqlitePool, sql: &'static str) -> i64 {
+impl Dbs {
+    pub(crate) async fn open(urls: [String; 3]) -> Dbs {
+        sqlx::any::install_default_drivers();
+        let open = |url: String| async move {
+            sqlx::pool::PoolOptions::<sqlx::Any>::new()
+                .max_connections(2)
+                .connect(&url)
+                .await
+                .unwrap()
+        };
+        let [t, h, w] = urls;
+        Dbs {
+            treasury: open(t).await,
+            hydra: open(h).await,
+            executor: open(w).await,
+        }
+    }
+
+    fn sqlite(dir: &Path) -> [String; 3] {
+        ["treasury", "hydra", "wallet-executor"].map(|svc| {
+            format!(
+                "sqlite://{}?mode=ro",
+                dir.join("db").join(format!("{svc}.db")).display()
+            )
+        })
+    }
+}
+
+async fn count(db: &AnyPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
 }
 
 /// `(payment_hash, amount_msat + fee_msat)` of every row `sql` selects.
-async fn paid(db: &sqlx::SqlitePool, sql: &'static str) -> BTreeMap<String, i64> {
+async fn paid(db: &AnyPool, sql: &'static str) -> BTreeMap<String, i64> {
     let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(db).await.unwrap();
     let n = rows.len();
     let map: BTreeMap<_, _> = rows.into_iter().collect();
     assert_eq!(map.len(), n, "a payment hash paid twice: {sql}");
     map
+}
+
+async fn receipt_hashes(db: &AnyPool, sql: &'static str) -> Vec<String> {
+    sqlx::query_scalar(sql).fetch_all(db).await.unwrap()
 }
 
 /// The sum of a ledger statement's closing balances (zero when it balances).
@@ -152,43 +189,45 @@ fn statement_sum(dir: &str, svc: &str) -> i128 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigkill_of_any_service_under_load_loses_nothing_and_pays_nothing_twice() {
-    let min_payments = usize::try_from(env_or("OA_FAULT_PAYMENTS", 150)).unwrap();
-    let kills = env_or("OA_FAULT_KILLS", 8);
-    let seed = env_or(
-        "OA_FAULT_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1,
-    );
-    eprintln!("fault drill: seed {seed} (OA_FAULT_SEED replays it), {kills} kills");
-    let up = Up::start_with(&["--restart"]);
-    let dir = up.dir.path().to_owned();
-
-    // Invoices first (the sim lives in the executor, which will be killed); room for the load
-    // to run on until the last kill is over.
-    let capacity = min_payments * 4;
+/// Callers pay through treasury (spread over its replicas) while `disrupt` runs, and on until
+/// `min_payments` are done after it ends; returns every payment, terminal.
+pub(crate) async fn pay_through<F: std::future::Future<Output = ()>>(
+    up: &Up,
+    min_payments: usize,
+    disrupt: F,
+) -> Vec<Value> {
+    // Invoices first (the sim lives in the executor, which may be killed), with room for the
+    // load to run on until the disruption is over.
+    let capacity = min_payments * 6;
     let mut invoices = Vec::with_capacity(capacity);
     for i in 0..capacity {
-        invoices.push(invoice(&up, 1_000 + i as u64, 3600).await);
+        invoices.push(invoice(up, 1_000 + i as u64, 3600).await);
     }
     let invoices = Arc::new(invoices);
+    let mut urls: Vec<String> = up.suite["services"]["treasury"]["replicas"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| r["url"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if urls.is_empty() {
+        urls.push(up.url("treasury"));
+    }
 
-    let killing = Arc::new(AtomicBool::new(true));
+    let disrupting = Arc::new(AtomicBool::new(true));
     let next = Arc::new(AtomicUsize::new(0));
-    let (base, token) = (up.url("treasury"), up.token("treasury"));
+    let token = up.token("treasury");
     let callers: Vec<_> = (0..CALLERS)
         .map(|caller| {
-            let (invoices, killing, next, base, token) = (
+            let (invoices, disrupting, next, token) = (
                 invoices.clone(),
-                killing.clone(),
+                disrupting.clone(),
                 next.clone(),
-                base.clone(),
                 token.clone(),
             );
+            let base = urls[caller % urls.len()].clone();
             tokio::spawn(async move {
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
@@ -198,7 +237,7 @@ async fn sigkill_of_any_service_under_load_loses_nothing_and_pays_nothing_twice(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= invoices.len()
-                        || (i >= min_payments && !killing.load(Ordering::Relaxed))
+                        || (i >= min_payments && !disrupting.load(Ordering::Relaxed))
                     {
                         return done;
                     }
@@ -213,33 +252,25 @@ async fn sigkill_of_any_service_under_load_loses_nothing_and_pays_nothing_twice(
             })
         })
         .collect();
-
-    // Every service is killed at least once (in a shuffled order), then random ones.
-    let mut rng = Rng(seed);
-    let mut order = SERVICES.to_vec();
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.next(i as u64 + 1) as usize);
-    }
-    let mut killed = Vec::new();
-    for k in 0..kills {
-        tokio::time::sleep(Duration::from_millis(100 + rng.next(400))).await;
-        let svc = order
-            .get(k as usize)
-            .copied()
-            .unwrap_or_else(|| SERVICES[rng.next(SERVICES.len() as u64) as usize]);
-        kill_and_wait_for_restart(&dir, svc).await;
-        killed.push((svc, next.load(Ordering::Relaxed)));
-    }
-    killing.store(false, Ordering::Relaxed);
+    disrupt.await;
+    let started_by_then = next.load(Ordering::Relaxed);
+    disrupting.store(false, Ordering::Relaxed);
     let mut payments = Vec::new();
     for c in callers {
         payments.extend(c.await.unwrap());
     }
-    eprintln!("kills (service, payments started by then): {killed:?}");
     assert!(
-        next.load(Ordering::Relaxed) < invoices.len(),
-        "the load ran out of invoices before the kills were over; raise the capacity"
+        started_by_then < invoices.len(),
+        "the load ran out of invoices before the disruption was over; raise the capacity"
     );
+    assert!(payments.len() >= min_payments);
+    payments
+}
+
+/// What must hold after any drill: every attempt terminal in every service, nothing paid twice,
+/// the same money in treasury, Hydra and the executor as the callers were told, the ledgers
+/// balanced, every receipt log verifying and holding every success's receipts.
+pub(crate) async fn check_after_faults(up: &Up, dbs: &Dbs, payments: &[Value]) {
     let succeeded: BTreeMap<String, i64> = payments
         .iter()
         .filter(|p| p["state"] == "PAYMENT_STATE_SUCCEEDED")
@@ -258,35 +289,29 @@ async fn sigkill_of_any_service_under_load_loses_nothing_and_pays_nothing_twice(
             .filter_map(|p| p["failure_code"].as_str().filter(|c| !c.is_empty()))
             .collect::<Vec<_>>()
     );
-    assert!(payments.len() >= min_payments);
     assert!(
         succeeded.len() * 2 > payments.len(),
-        "most payments succeed despite the kills"
+        "most payments succeed despite the faults"
     );
 
     // Every attempt terminal everywhere (recovery may still be finishing: bounded wait).
-    let (treasury, hydra, executor) = (
-        sqlite(&dir, "treasury").await,
-        sqlite(&dir, "hydra").await,
-        sqlite(&dir, "wallet-executor").await,
-    );
     let settled = oa_testkit::wait_until(Duration::from_secs(30), Duration::from_millis(100), || async {
-        let open = count(&treasury, "SELECT COUNT(*) FROM treasury_payments WHERE state NOT IN ('succeeded', 'failed', 'denied')").await
-            + count(&hydra, "SELECT COUNT(*) FROM hydra_quotes WHERE state = 'paying'").await
-            + count(&executor, "SELECT COUNT(*) FROM wallet_payments WHERE status = 'in_flight'").await;
+        let open = count(&dbs.treasury, "SELECT COUNT(*) FROM treasury_payments WHERE state NOT IN ('succeeded', 'failed', 'denied')").await
+            + count(&dbs.hydra, "SELECT COUNT(*) FROM hydra_quotes WHERE state = 'paying'").await
+            + count(&dbs.executor, "SELECT COUNT(*) FROM wallet_payments WHERE status = 'in_flight'").await;
         (open == 0).then_some(())
     })
     .await;
     assert!(settled.is_some(), "attempts left in flight after recovery");
 
     // Nothing paid twice, nothing paid without being recorded, the same money in every service.
-    let t_paid = paid(&treasury, "SELECT payment_hash, amount_msat + fee_msat FROM treasury_payments WHERE state = 'succeeded'").await;
+    let t_paid = paid(&dbs.treasury, "SELECT payment_hash, amount_msat + fee_msat FROM treasury_payments WHERE state = 'succeeded'").await;
     let h_paid = paid(
-        &hydra,
+        &dbs.hydra,
         "SELECT payment_hash, amount_msat + fee_msat FROM hydra_quotes WHERE state = 'paid'",
     )
     .await;
-    let w_paid = paid(&executor, "SELECT payment_hash, amount_msat + fee_msat FROM wallet_payments WHERE status = 'succeeded'").await;
+    let w_paid = paid(&dbs.executor, "SELECT payment_hash, amount_msat + fee_msat FROM wallet_payments WHERE status = 'succeeded'").await;
     assert_eq!(
         t_paid, succeeded,
         "treasury's records are what the callers were told"
@@ -299,6 +324,7 @@ async fn sigkill_of_any_service_under_load_loses_nothing_and_pays_nothing_twice(
         w_paid, succeeded,
         "the executor paid exactly what treasury says succeeded"
     );
+    let dir = up.dir.path();
     let journal = std::fs::read_to_string(dir.join("wallet-executor-sim.jsonl")).unwrap();
     let mut sends = BTreeSet::new();
     for line in journal.lines() {
@@ -330,30 +356,21 @@ async fn sigkill_of_any_service_under_load_loses_nothing_and_pays_nothing_twice(
     let (ok, out) = oa(&["receipts", "verify", export.to_str().unwrap()]);
     assert!(ok && out.contains("0 failures"), "{out}");
     let exported = std::fs::read_to_string(&export).unwrap();
-    let receipt_hashes = |db: &sqlx::SqlitePool, sql: &'static str| {
-        let db = db.clone();
-        async move {
-            sqlx::query_scalar::<_, String>(sql)
-                .fetch_all(&db)
-                .await
-                .unwrap()
-        }
-    };
     let mut backing = receipt_hashes(
-        &treasury,
+        &dbs.treasury,
         "SELECT receipt_hash FROM treasury_payments WHERE state = 'succeeded'",
     )
     .await;
     backing.extend(
         receipt_hashes(
-            &hydra,
+            &dbs.hydra,
             "SELECT receipt_hash FROM hydra_quotes WHERE state = 'paid'",
         )
         .await,
     );
     backing.extend(
         receipt_hashes(
-            &executor,
+            &dbs.executor,
             "SELECT receipt_hash FROM wallet_payments WHERE status = 'succeeded'",
         )
         .await,
@@ -365,7 +382,49 @@ async fn sigkill_of_any_service_under_load_loses_nothing_and_pays_nothing_twice(
             "receipt {hash} missing from the export"
         );
     }
+}
 
+fn seed() -> u64 {
+    let seed = env_or(
+        "OA_FAULT_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1,
+    );
+    eprintln!("fault drill: seed {seed} (OA_FAULT_SEED replays it)");
+    seed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_any_service_under_load_loses_nothing_and_pays_nothing_twice() {
+    let min_payments = usize::try_from(env_or("OA_FAULT_PAYMENTS", 150)).unwrap();
+    let kills = env_or("OA_FAULT_KILLS", 8);
+    let mut rng = Rng(seed());
+    let up = Up::start_with(&["--restart"]);
+    let dir = up.dir.path().to_owned();
+    // Every service is killed at least once (in a shuffled order), then random ones.
+    let mut order = SERVICES.to_vec();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.next(i as u64 + 1) as usize);
+    }
+    let kill = async {
+        let mut killed = Vec::new();
+        for k in 0..kills {
+            tokio::time::sleep(Duration::from_millis(100 + rng.next(400))).await;
+            let svc = order
+                .get(k as usize)
+                .copied()
+                .unwrap_or_else(|| SERVICES[rng.next(SERVICES.len() as u64) as usize]);
+            kill_and_wait_for_restart(&dir, svc).await;
+            killed.push(svc);
+        }
+        eprintln!("killed: {killed:?}");
+    };
+    let payments = pay_through(&up, min_payments, kill).await;
+    let dbs = Dbs::open(Dbs::sqlite(&dir)).await;
+    check_after_faults(&up, &dbs, &payments).await;
     let status = up.stop();
     assert!(status.success(), "{status}");
 }

@@ -5,5 +5,6 @@
 
 mod docker;
 mod faults;
+mod postgres;
 mod proof;
 mod suite;

@@ -12,7 +12,7 @@ pub(crate) const OA: &str = env!("CARGO_BIN_EXE_oa");
 pub(crate) struct Up {
     child: Child,
     pub(crate) dir: tempfile::TempDir,
-    suite: Value,
+    pub(crate) suite: Value,
 }
 
 impl Up {
@@ -22,7 +22,11 @@ impl Up {
 
     /// `oa up` with extra flags.
     pub(crate) fn start_with(flags: &[&str]) -> Up {
-        let dir = tempfile::tempdir().unwrap();
+        // OA_TEST_KEEP_DATA=1 keeps the data folders (logs, databases) for a post-mortem.
+        let dir = tempfile::Builder::new()
+            .disable_cleanup(std::env::var_os("OA_TEST_KEEP_DATA").is_some())
+            .tempdir()
+            .unwrap();
         let child = Command::new(OA)
             .args(["up", "--base-port", "0", "--data-dir"])
             .arg(dir.path())

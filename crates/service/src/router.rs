@@ -253,6 +253,9 @@ impl ServiceRouter {
                 ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed on this route")
             })
             .layer(DefaultBodyLimit::max(self.body_limit))
+            // Inside the timeout: a request that times out (or whose caller goes away) answers,
+            // and its handler still finishes what it started.
+            .layer(crate::DetachLayer)
             .layer(middleware::from_fn(move |req: Request, next: Next| async move {
                 match tokio::time::timeout(timeout, next.run(req)).await {
                     Ok(resp) => resp,

@@ -17,6 +17,35 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest pause between attempts, so a recovered dependency is noticed within seconds.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// How often [`spawn_resweep`] looks for work in flight that nobody drives.
+pub const RESWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Work unchanged for this long is re-driven by the resweep: longer than a request takes, so
+/// the request that started it has finished or given up.
+pub const RESWEEP_AFTER: Duration = Duration::from_secs(10);
+
+/// Every [`RESWEEP_INTERVAL`], calls `recover_before(now - RESWEEP_AFTER)`: work left in flight
+/// by a step that failed half-way (the database went away between a write and its
+/// acknowledgement, say) is tracked again without a restart. `recover_before` must spawn
+/// trackers only (a key already tracked is skipped by [`Tracker::spawn`]).
+pub fn spawn_resweep<F, Fut, E>(what: &'static str, recover_before: F, clock: Arc<dyn crate::Clock>)
+where
+    F: Fn(u64) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<usize, E>> + Send,
+    E: std::fmt::Display,
+{
+    let after = u64::try_from(RESWEEP_AFTER.as_millis()).unwrap_or(u64::MAX);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RESWEEP_INTERVAL).await;
+            match recover_before(clock.now_ms().saturating_sub(after)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "re-driving {what} left in flight"),
+                Err(e) => tracing::warn!("resweep of {what} failed: {e}"),
+            }
+        }
+    });
+}
+
 #[derive(Debug, Default)]
 pub struct Tracker {
     active: Mutex<HashSet<String>>,

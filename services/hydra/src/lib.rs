@@ -452,6 +452,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     oa_service::init_tracing(config.common.log_json);
     let app = build(&config, Arc::new(SystemClock), Deps::default()).await?;
     app.recover().await?;
+    let liquidity = app.liquidity.clone();
+    oa_service::tracker::spawn_resweep(
+        "quotes being paid",
+        move |before| {
+            let liquidity = liquidity.clone();
+            async move { liquidity.recover_before(before).await }
+        },
+        app.liquidity.clock.clone(),
+    );
     let listener = tokio::net::TcpListener::bind(config.common.listen)
         .await
         .context("bind HTTP")?;

@@ -280,7 +280,12 @@ impl Liquidity {
                 self.spawn_tracker(quote_id.clone());
                 Ok(None)
             }
-            Err(e) => Err(e),
+            // Anything else (the database went away mid-attempt): the quote is `paying`, so
+            // the tracker takes it over; the caller hears the error and retries its key.
+            Err(e) => {
+                self.spawn_tracker(quote.quote_id.clone());
+                Err(e)
+            }
         }
     }
 
@@ -516,8 +521,17 @@ impl Liquidity {
 
     /// After a restart: re-drive every quote left in `paying`.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, HydraError> {
+        self.recover_before(u64::MAX).await
+    }
+
+    /// Tracks the quotes in `paying` last changed at or before `updated_before_ms` (those
+    /// already tracked here are left alone).
+    pub async fn recover_before(
+        self: &Arc<Self>,
+        updated_before_ms: u64,
+    ) -> Result<usize, HydraError> {
         let mut conn = self.conn().await?;
-        let rows = store::paying(&mut conn, RECOVERY_BATCH).await?;
+        let rows = store::paying(&mut conn, updated_before_ms, RECOVERY_BATCH).await?;
         drop(conn);
         for q in &rows {
             self.spawn_tracker(q.quote_id.clone());

@@ -235,12 +235,18 @@ pub async fn finish(
     Ok(n == 1)
 }
 
-pub async fn paying(conn: &mut AnyConnection, limit: u32) -> Result<Vec<QuoteRow>, StoreError> {
+pub async fn paying(
+    conn: &mut AnyConnection,
+    updated_before_ms: u64,
+    limit: u32,
+) -> Result<Vec<QuoteRow>, StoreError> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM hydra_quotes WHERE state = 'paying' ORDER BY created_at_ms LIMIT $1"
+        "SELECT {COLUMNS} FROM hydra_quotes WHERE state = 'paying' AND updated_at_ms <= $2 \
+         ORDER BY created_at_ms LIMIT $1"
     ));
     sqlx::query::<Any>(sql)
         .bind(i64::from(limit))
+        .bind(i64::try_from(updated_before_ms).unwrap_or(i64::MAX))
         .fetch_all(conn)
         .await?
         .iter()

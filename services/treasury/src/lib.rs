@@ -207,5 +207,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     app.payments.recover().await?;
     app.payments
         .spawn_sweeper(Duration::from_millis(config.sweep_interval_ms.max(100)));
+    let payments = app.payments.clone();
+    oa_service::tracker::spawn_resweep(
+        "payments",
+        move |before| {
+            let payments = payments.clone();
+            async move { payments.recover_before(before).await }
+        },
+        app.payments.clock.clone(),
+    );
     run_http(SERVICE, config.common.listen, app.http, app.db).await
 }

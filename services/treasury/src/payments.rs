@@ -642,21 +642,36 @@ impl Payments {
             }
             Ok(_) => self.stored(&payment_id, StatusCode::CREATED).await,
             Err(TreasuryError::Hydra(e)) => {
-                let current = self.load(&payment_id).await?;
-                if current.state == IN_FLIGHT
-                    && current.quote_id.is_none()
-                    && current.envelope_id.is_none()
-                {
-                    // Nothing can have been paid: give everything back and let the caller retry.
-                    self.undo(&current).await?;
-                    Err(TreasuryError::Hydra(e))
-                } else {
-                    tracing::warn!(%payment_id, code = %e.code, "hydra did not answer; tracking");
-                    self.spawn_tracker(payment_id.clone());
-                    self.stored(&payment_id, StatusCode::ACCEPTED).await
+                let withdrawn = async {
+                    let current = self.load(&payment_id).await?;
+                    let unsent = current.state == IN_FLIGHT
+                        && current.quote_id.is_none()
+                        && current.envelope_id.is_none();
+                    if unsent {
+                        // Nothing can have been paid: give everything back; the caller retries.
+                        self.undo(&current).await?;
+                    }
+                    Ok::<_, TreasuryError>(unsent)
+                };
+                match withdrawn.await {
+                    Ok(true) => Err(TreasuryError::Hydra(e)),
+                    Ok(false) => {
+                        tracing::warn!(%payment_id, code = %e.code, "hydra did not answer; tracking");
+                        self.spawn_tracker(payment_id.clone());
+                        self.stored(&payment_id, StatusCode::ACCEPTED).await
+                    }
+                    Err(db) => {
+                        self.spawn_tracker(payment_id.clone());
+                        Err(db)
+                    }
                 }
             }
-            Err(e) => Err(e),
+            // Anything else (the database went away mid-step): the attempt is in flight, so
+            // the tracker takes it over; the caller hears the error and replays its key.
+            Err(e) => {
+                self.spawn_tracker(payment_id.clone());
+                Err(e)
+            }
         }
     }
 
@@ -1790,9 +1805,19 @@ impl Payments {
 
     /// After a restart: drive every attempt left in flight to its end (or to where it waits).
     pub async fn recover(self: &Arc<Self>) -> Result<usize, TreasuryError> {
+        // Timestamps are stored as i64: this is "any time".
+        self.recover_before(i64::MAX.unsigned_abs()).await
+    }
+
+    /// Tracks the attempts in flight last changed at or before `updated_before_ms` (those
+    /// already tracked here are left alone).
+    pub async fn recover_before(
+        self: &Arc<Self>,
+        updated_before_ms: u64,
+    ) -> Result<usize, TreasuryError> {
         let rows = {
             let mut conn = self.conn().await?;
-            store::in_flight(&mut conn, RECOVERY_BATCH).await?
+            store::in_flight(&mut conn, updated_before_ms, RECOVERY_BATCH).await?
         };
         for r in &rows {
             self.spawn_tracker(r.payment_id.clone());

@@ -285,12 +285,19 @@ async fn select_where(
     q.fetch_all(conn).await?.iter().map(decode).collect()
 }
 
-/// Attempts in flight (to re-drive after a restart).
+/// Attempts in flight last changed at or before `updated_before_ms` (to re-drive).
 pub async fn in_flight(
     conn: &mut AnyConnection,
+    updated_before_ms: u64,
     limit: u32,
 ) -> Result<Vec<PaymentRow>, StoreError> {
-    select_where(conn, "state = 'in_flight'", None, limit).await
+    select_where(
+        conn,
+        "state = 'in_flight' AND updated_at_ms <= $2",
+        Some(updated_before_ms),
+        limit,
+    )
+    .await
 }
 
 /// Attempts whose approval expired at `now_ms`.

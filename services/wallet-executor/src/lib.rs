@@ -293,6 +293,15 @@ pub async fn serve(
             "tracking payments that were in flight before the restart"
         );
     }
+    let payments = app.payments.clone();
+    oa_service::tracker::spawn_resweep(
+        "payments",
+        move |before| {
+            let payments = payments.clone();
+            async move { payments.recover_before(before).await }
+        },
+        app.payments.clock.clone(),
+    );
     let sends = app.onchain.recover().await?;
     if sends > 0 {
         tracing::info!(
@@ -318,6 +327,8 @@ pub async fn serve(
     };
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
+            // A pay whose caller goes away still records its outcome (oa_service::DetachLayer).
+            .layer(oa_service::DetachLayer)
             .add_service(app.grpc)
             .serve_with_incoming_shutdown(
                 // Small unary calls: without TCP_NODELAY, Nagle's algorithm and delayed ACKs add

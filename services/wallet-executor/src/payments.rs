@@ -665,8 +665,17 @@ impl Payments {
 
     /// After a restart: track every payment that was in flight. Returns how many.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, WalletError> {
+        self.recover_before(u64::MAX).await
+    }
+
+    /// Tracks the payments in flight since at or before `created_before_ms` (those already
+    /// tracked here are left alone).
+    pub async fn recover_before(
+        self: &Arc<Self>,
+        created_before_ms: u64,
+    ) -> Result<usize, WalletError> {
         let mut conn = self.db.reader().await?;
-        let rows = store::in_flight(&mut conn, RECOVERY_BATCH).await?;
+        let rows = store::in_flight(&mut conn, created_before_ms, RECOVERY_BATCH).await?;
         drop(conn);
         for row in &rows {
             match row.payment_hash.parse::<PaymentHash>() {

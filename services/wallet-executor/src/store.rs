@@ -140,13 +140,16 @@ pub async fn get_by_key(
 
 pub async fn in_flight(
     conn: &mut AnyConnection,
+    created_before_ms: u64,
     limit: u32,
 ) -> Result<Vec<PaymentRow>, StoreError> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM wallet_payments WHERE status = 'in_flight' ORDER BY created_at_ms LIMIT $1"
+        "SELECT {COLUMNS} FROM wallet_payments WHERE status = 'in_flight' AND created_at_ms <= $2 \
+         ORDER BY created_at_ms LIMIT $1"
     ));
     sqlx::query::<Any>(sql)
         .bind(i64::from(limit))
+        .bind(i64::try_from(created_before_ms).unwrap_or(i64::MAX))
         .fetch_all(conn)
         .await?
         .iter()

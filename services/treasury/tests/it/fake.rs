@@ -25,6 +25,8 @@ pub enum Mode {
     FailPayment,
     /// `quote_pay` is refused (INSUFFICIENT_LIQUIDITY): nothing is sent.
     RefuseQuote,
+    /// Quotes are issued, then `pay` cannot be reached (the payment's outcome is unknown).
+    PayDown,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,7 +206,7 @@ impl Hydra for FakeHydra {
 
     async fn pay(&self, req: hydra::PayRequest) -> Result<hydra::PayResponse, ApiError> {
         let mode = self.mode();
-        if mode == Mode::Down {
+        if matches!(mode, Mode::Down | Mode::PayDown) {
             return Err(down());
         }
         let mut s = self.state.lock().unwrap();

@@ -2,11 +2,12 @@ use std::time::Duration;
 
 use http::StatusCode;
 use oa_invoice::Network;
+use oa_service::{Clock, ManualClock, SystemClock};
 use serde_json::json;
 
 use crate::{
     fake::Mode,
-    harness::{HOUR, Treasury, invoice},
+    harness::{HOUR, Opts, Treasury, invoice},
 };
 
 #[tokio::test]
@@ -143,6 +144,44 @@ async fn hydra_down_is_retryable_and_reserves_nothing() {
         (status, body["payment"]["state"].as_str()),
         (StatusCode::CREATED, Some("PAYMENT_STATE_SUCCEEDED"))
     );
+}
+
+/// The resweep's selection: attempts in flight unchanged since the cutoff, and only those; once
+/// Hydra answers again the tracker finishes the attempt.
+#[tokio::test]
+async fn attempts_in_flight_are_found_for_re_driving_by_when_they_last_changed() {
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let t = Treasury::with(Opts {
+        clock: Some(clock.clone()),
+        ..Opts::default()
+    })
+    .await;
+    t.hydra.set_mode(Mode::PayDown);
+    let (status, body) = t
+        .pay(
+            "k1",
+            "agent-1",
+            &invoice(20_000, Network::Regtest, HOUR),
+            500,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let changed = clock.now_ms();
+    assert_eq!(t.payments.recover_before(changed - 1).await.unwrap(), 0);
+    assert_eq!(t.payments.recover_before(changed).await.unwrap(), 1);
+    t.hydra.set_mode(Mode::Pay);
+    let id = body["payment"]["payment_id"].as_str().unwrap().to_owned();
+    let done = oa_testkit::wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || async {
+            let p = t.get_payment(&id).await;
+            (p["payment"]["state"] == "PAYMENT_STATE_SUCCEEDED").then_some(())
+        },
+    )
+    .await;
+    assert!(done.is_some());
+    assert_eq!(t.payments.recover_before(u64::MAX >> 1).await.unwrap(), 0);
 }
 
 #[tokio::test]
