@@ -85,6 +85,13 @@ pub fn decode(bolt11: &str) -> Result<DecodedInvoice, InvoiceError> {
     }
     let invalid = |reason: String| InvoiceError::Invalid { reason };
     let signed = SignedRawBolt11Invoice::from_str(bolt11).map_err(|e| invalid(e.to_string()))?;
+    // The signature is checked over LDK's re-encoding of the fields it parsed, not over the text
+    // received: a field written non-minimally (found by fuzzing: an expiry in three characters
+    // where one does) hashes differently, so the payee recovered from the signature is not the
+    // node that signed. Only the canonical spelling (in either case) is accepted.
+    if !signed.to_string().eq_ignore_ascii_case(bolt11) {
+        return Err(invalid("not in canonical BOLT11 form".to_owned()));
+    }
     let raw = signed.raw_invoice();
     check_semantics(raw).map_err(|e| invalid(e.to_string()))?;
     let payee = payee_pubkey(&signed).map_err(|e| invalid(e.to_string()))?;
@@ -94,6 +101,11 @@ pub fn decode(bolt11: &str) -> Result<DecodedInvoice, InvoiceError> {
             found: "simnet".to_owned(),
         })?;
     let amount = match raw.amount_pico_btc().map(|pico| pico / 10) {
+        // A stated amount too large for u64 picobitcoin reads as "no amount" in LDK (found by
+        // fuzzing: 20 million BTC without a multiplier); it must not become "any amount".
+        None if raw.hrp.raw_amount.is_some() => {
+            return Err(InvoiceError::too_large(u64::MAX, Msat::MAX));
+        }
         None => None,
         Some(msat) => Some(Msat::new(msat).map_err(|_| InvoiceError::too_large(msat, Msat::MAX))?),
     };

@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod agrees;
+mod fuzzed;
 mod invoice;
 mod vectors;

@@ -1,0 +1,7 @@
+//! libFuzzer entry point; the properties are in [`oa_fuzz::invoice_fields`].
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| oa_fuzz::invoice_fields::check(data));

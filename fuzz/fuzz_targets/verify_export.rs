@@ -1,0 +1,7 @@
+//! libFuzzer entry point; the properties are in [`oa_fuzz::verify_export`].
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| oa_fuzz::verify_export::check(data));
