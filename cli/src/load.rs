@@ -9,7 +9,9 @@
 
 use std::{
     collections::BTreeMap,
+    future::Future,
     path::PathBuf,
+    pin::Pin,
     process::ExitCode,
     sync::{
         Arc,
@@ -39,6 +41,10 @@ pub struct LoadArgs {
     /// Amount of each invoice.
     #[arg(long, default_value_t = 1_000)]
     pub amount_msat: u64,
+    /// Compare with LNbits: the JSON line `../shared/peers/lnbits-up.sh` prints, in a file. Both
+    /// then run the same workload (create an invoice, pay it), and the ratio is printed.
+    #[arg(long)]
+    pub lnbits: Option<PathBuf>,
 }
 
 /// Most callers and payments one run accepts.
@@ -52,6 +58,14 @@ struct Sample {
     error: Option<String>,
 }
 
+/// One operation of a workload: `(index, caller, the caller's client)` to `None` on success,
+/// else an error code.
+type Op = Arc<
+    dyn Fn(usize, usize, reqwest::Client) -> Pin<Box<dyn Future<Output = Option<String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         (1..=MAX_CALLERS).contains(&args.callers),
@@ -61,6 +75,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         (1..=MAX_PAYMENTS).contains(&args.payments) && args.warmup <= MAX_PAYMENTS,
         "--payments must be 1 to {MAX_PAYMENTS}, --warmup at most {MAX_PAYMENTS}"
     );
+    let lnbits = args.lnbits.as_deref().map(Lnbits::load).transpose()?;
     let suite = Suite::load(&args.data_dir)?;
     let executor = suite.service("wallet-executor")?.clone();
     let treasury = suite.service("treasury")?.clone();
@@ -68,14 +83,125 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
+    // Callers are spread over treasury's replicas (`oa up --replicas`), caller i on replica
+    // i mod n.
+    let urls: Arc<Vec<String>> = Arc::new(if treasury.replicas.is_empty() {
+        vec![treasury.url.clone()]
+    } else {
+        treasury.replicas.iter().map(|r| r.url.clone()).collect()
+    });
+    let token = Arc::new(treasury.token.clone());
+    let pay = move |invoice: String, i: usize, caller: usize, client: reqwest::Client| {
+        let (urls, token) = (urls.clone(), token.clone());
+        async move {
+            let body = json!({
+                "idempotency_key": format!("load-{run_id}-{i}"),
+                "agent_id": format!("load-agent-{caller}"),
+                "invoice": invoice,
+                "max_fee_msat": "1000",
+                "purpose": "oa load",
+            });
+            let url = format!("{}/v1/treasury/payments", urls[caller % urls.len()]);
+            let resp = client
+                .post(url)
+                .bearer_auth(token.as_str())
+                .json(&body)
+                .send()
+                .await;
+            outcome(resp, 201).await
+        }
+    };
 
-    eprintln!("creating {total} invoices on the simulated network...");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let invoices =
-        Arc::new(create_invoices(&client, &executor, total, args.amount_msat, args.callers).await?);
+    let Some(lnbits) = lnbits else {
+        // The suite alone: invoices are made first (the payee's work, not timed), then paid.
+        eprintln!("creating {total} invoices on the simulated network...");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let invoices = Arc::new(
+            create_invoices(&client, &executor, total, args.amount_msat, args.callers).await?,
+        );
+        let op: Op = Arc::new(move |i, caller, client| {
+            Box::pin(pay(invoices[i].clone(), i, caller, client))
+        });
+        let report = measure(&args, "payments", op).await?;
+        println!("{}", report.line(args.callers));
+        return Ok(report.exit_code());
+    };
 
+    // Against LNbits: the same create-invoice-and-pay workload on both, in this one run.
+    let amount = args.amount_msat;
+    let executor = Arc::new(executor);
+    let suite_op: Op = Arc::new(move |i, caller, client| {
+        let (executor, pay) = (executor.clone(), pay.clone());
+        Box::pin(async move {
+            let body = json!({"node": "merchant", "amount_msat": amount.to_string(), "description": format!("oa load {i}")});
+            let resp = client
+                .post(format!("{}/v1/sim/invoices", executor.url))
+                .bearer_auth(&executor.token)
+                .json(&body)
+                .send()
+                .await;
+            match invoice_of(resp, "invoice").await {
+                Ok(invoice) => pay(invoice, i, caller, client).await,
+                Err(code) => Some(code),
+            }
+        })
+    });
+    eprintln!("the suite: create an invoice and pay it through treasury...");
+    let ours = measure(&args, "invoice+pay", suite_op).await?;
+    eprintln!("LNbits at {}: create an invoice and pay it...", lnbits.url);
+    let sats = args.amount_msat.div_ceil(1_000).max(1);
+    let lnbits = Arc::new(lnbits);
+    let peer_op: Op = Arc::new(move |i, _caller, client| {
+        let lnbits = lnbits.clone();
+        Box::pin(async move {
+            let url = format!("{}/api/v1/payments", lnbits.url);
+            let resp = client
+                .post(&url)
+                .header("X-Api-Key", &lnbits.payee_invoice_key)
+                .json(&json!({"out": false, "amount": sats, "memo": format!("oa load {i}")}))
+                .send()
+                .await;
+            let invoice = match invoice_of(resp, "bolt11").await {
+                Ok(invoice) => invoice,
+                Err(code) => return Some(code),
+            };
+            let resp = client
+                .post(&url)
+                .header("X-Api-Key", &lnbits.payer_admin_key)
+                .json(&json!({"out": true, "bolt11": invoice}))
+                .send()
+                .await;
+            outcome(resp, 201).await
+        })
+    });
+    let theirs = measure(&args, "invoice+pay", peer_op).await?;
+    println!("suite:  {}", ours.line(args.callers));
+    println!("LNbits: {}", theirs.line(args.callers));
+    println!("{}", ratio_line(&ours, &theirs));
+    Ok(if ours.errors.is_empty() && theirs.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// "ratio: the suite made N.NN times LNbits' rate" (integer arithmetic).
+fn ratio_line(ours: &Report, theirs: &Report) -> String {
+    if theirs.per_second == 0 {
+        return "ratio: LNbits completed nothing".to_owned();
+    }
+    let hundredths = ours.per_second.saturating_mul(100) / theirs.per_second;
+    format!(
+        "ratio: the suite made {}.{:02} times LNbits' rate",
+        hundredths / 100,
+        hundredths % 100
+    )
+}
+
+/// The warm-up, then the measured operations, with `--callers` callers.
+async fn measure(args: &LoadArgs, what: &'static str, op: Op) -> anyhow::Result<Report> {
     let clients: Vec<reqwest::Client> = (0..args.callers)
         .map(|_| {
             reqwest::Client::builder()
@@ -85,94 +211,109 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 .build()
         })
         .collect::<Result<_, _>>()?;
-    // Callers are spread over treasury's replicas (`oa up --replicas`), caller i on replica
-    // i mod n.
-    let urls: Vec<String> = if treasury.replicas.is_empty() {
-        vec![treasury.url.clone()]
-    } else {
-        treasury.replicas.iter().map(|r| r.url.clone()).collect()
-    };
-    let token = Arc::new(treasury.token.clone());
-    let pay_range = |from: usize, to: usize| {
-        let next = Arc::new(AtomicUsize::new(from));
-        let tasks: Vec<_> = clients
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(caller, client)| {
-                let url = format!("{}/v1/treasury/payments", urls[caller % urls.len()]);
-                let (next, invoices, token) = (next.clone(), invoices.clone(), token.clone());
-                tokio::spawn(async move {
-                    let mut samples = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(invoice) = invoices.get(i).filter(|_| i < to) else {
-                            return samples;
-                        };
-                        let body = json!({
-                            "idempotency_key": format!("load-{run_id}-{i}"),
-                            "agent_id": format!("load-agent-{caller}"),
-                            "invoice": invoice,
-                            "max_fee_msat": "1000",
-                            "purpose": "oa load",
-                        });
-                        let started = Instant::now();
-                        let error = match client
-                            .post(url.as_str())
-                            .bearer_auth(token.as_str())
-                            .json(&body)
-                            .send()
-                            .await
-                        {
-                            Ok(r) if r.status().as_u16() == 201 => None,
-                            Ok(r) => {
-                                let status = r.status().as_u16();
-                                let v: Value = r.json().await.unwrap_or(Value::Null);
-                                Some(
-                                    v["error"]["code"]
-                                        .as_str()
-                                        .map_or_else(|| format!("HTTP {status}"), str::to_owned),
-                                )
-                            }
-                            Err(e) => Some(format!("transport: {e}")),
-                        };
-                        samples.push(Sample {
-                            latency: started.elapsed(),
-                            error,
-                        });
-                    }
-                })
-            })
-            .collect();
-        async move {
-            let started = Instant::now();
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await?);
-            }
-            anyhow::Ok((started.elapsed(), all))
-        }
-    };
-
+    let total = args.warmup + args.payments;
     if args.warmup > 0 {
-        eprintln!("warm-up: {} payments...", args.warmup);
-        pay_range(0, args.warmup).await?;
+        eprintln!("warm-up: {} {what}...", args.warmup);
+        drive(&clients, 0, args.warmup, &op).await?;
     }
-    eprintln!(
-        "{} payments with {} callers...",
-        args.payments, args.callers
-    );
-    let (elapsed, samples) = pay_range(args.warmup, total).await?;
+    eprintln!("{} {what} with {} callers...", args.payments, args.callers);
+    let (elapsed, samples) = drive(&clients, args.warmup, total, &op).await?;
     let report = Report::of(&samples, elapsed);
-    println!("{}", report.line(args.callers));
     for (code, n) in &report.errors {
-        println!("  {n} x {code}");
+        eprintln!("  {n} x {code}");
     }
-    Ok(if report.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(report)
+}
+
+/// Operations `from..to`, taken in turn by one task per client; their samples and the time.
+async fn drive(
+    clients: &[reqwest::Client],
+    from: usize,
+    to: usize,
+    op: &Op,
+) -> anyhow::Result<(Duration, Vec<Sample>)> {
+    let next = Arc::new(AtomicUsize::new(from));
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(caller, client)| {
+            let (next, op) = (next.clone(), op.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= to {
+                        return samples;
+                    }
+                    let started = Instant::now();
+                    let error = op(i, caller, client.clone()).await;
+                    samples.push(Sample {
+                        latency: started.elapsed(),
+                        error,
+                    });
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    Ok((started.elapsed(), all))
+}
+
+/// `None` when the answer has the expected status, else its error code (or the status).
+async fn outcome(resp: reqwest::Result<reqwest::Response>, expected: u16) -> Option<String> {
+    match resp {
+        Ok(r) if r.status().as_u16() == expected => None,
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            Some(
+                v["error"]["code"]
+                    .as_str()
+                    .map_or_else(|| format!("HTTP {status}"), str::to_owned),
+            )
+        }
+        Err(e) => Some(format!("transport: {e}")),
+    }
+}
+
+/// The invoice in a successful answer's `field`, else an error code.
+async fn invoice_of(
+    resp: reqwest::Result<reqwest::Response>,
+    field: &str,
+) -> Result<String, String> {
+    let r = resp.map_err(|e| format!("transport: {e}"))?;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    match v[field].as_str() {
+        Some(invoice) if status.is_success() => Ok(invoice.to_owned()),
+        _ => Err(format!("creating an invoice: HTTP {}", status.as_u16())),
+    }
+}
+
+/// The peer as `../shared/peers/lnbits-up.sh` prints it.
+#[derive(serde::Deserialize)]
+struct Lnbits {
+    url: String,
+    payer_admin_key: String,
+    payee_invoice_key: String,
+}
+
+impl Lnbits {
+    fn load(path: &std::path::Path) -> anyhow::Result<Lnbits> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--lnbits {}", path.display()))?;
+        serde_json::from_str(text.trim()).with_context(|| {
+            format!(
+                "--lnbits {}: expected lnbits-up.sh's JSON line (url, payer_admin_key, payee_invoice_key)",
+                path.display()
+            )
+        })
+    }
 }
 
 async fn create_invoices(
@@ -244,6 +385,14 @@ impl Report {
             p95: pct(95),
             p99: pct(99),
             errors,
+        }
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        if self.errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
         }
     }
 

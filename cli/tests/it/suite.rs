@@ -474,6 +474,49 @@ async fn the_load_generator_pays_through_the_suite_and_reports_percentiles() {
     // Bad arguments are refused before anything is sent.
     let (ok, out) = oa(&["load", "--data-dir", &dir, "--callers", "0"]);
     assert!(!ok && out.contains("--callers must be 1 to"), "{out}");
+    let missing = up.dir.path().join("no-such-peer.json");
+    let (ok, out) = oa(&[
+        "load",
+        "--data-dir",
+        &dir,
+        "--lnbits",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("--lnbits"), "{out}");
+
+    // The peer comparison: the same create-invoice-and-pay workload against an LNbits (here a
+    // stand-in speaking its two calls) and the suite, and the ratio.
+    let peer = FakeLnbits::start().await;
+    let peer_file = up.dir.path().join("lnbits.json");
+    std::fs::write(&peer_file, peer.json()).unwrap();
+    let (ok, out) = oa(&[
+        "load",
+        "--data-dir",
+        &dir,
+        "--callers",
+        "3",
+        "--payments",
+        "12",
+        "--warmup",
+        "3",
+        "--lnbits",
+        peer_file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("suite:  oa load: 12 payments, 12 succeeded, 3 callers:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("LNbits: oa load: 12 payments, 12 succeeded, 3 callers:"),
+        "{out}"
+    );
+    assert!(out.contains("ratio: the suite made "), "{out}");
+    assert_eq!(
+        peer.counts(),
+        (15, 15),
+        "every invoice made at the peer was paid once"
+    );
     let status = up.stop();
     assert!(status.success(), "{status}");
 }
@@ -638,4 +681,70 @@ async fn schemathesis_gets_no_server_error_from_any_service() {
         assert!(report.contains(" passed"), "{svc} ran nothing:\n{report}");
     }
     up.stop();
+}
+
+/// A stand-in for LNbits' `POST /api/v1/payments` (create an invoice with the payee's invoice
+/// key, pay one with the payer's admin key), counting what it was asked.
+struct FakeLnbits {
+    url: String,
+    state: std::sync::Arc<std::sync::Mutex<(u32, std::collections::BTreeSet<String>, u32)>>,
+}
+
+impl FakeLnbits {
+    async fn start() -> FakeLnbits {
+        use axum::{Json, http::HeaderMap, http::StatusCode, routing::post};
+        let state = std::sync::Arc::new(std::sync::Mutex::new((
+            0_u32,
+            std::collections::BTreeSet::new(),
+            0_u32,
+        )));
+        let st = state.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/payments",
+            post(move |headers: HeaderMap, Json(body): Json<Value>| {
+                let st = st.clone();
+                async move {
+                    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+                    let mut s = st.lock().unwrap();
+                    match (key, body["out"].as_bool()) {
+                        (Some("payee-inkey"), Some(false))
+                            if body["amount"].as_u64() == Some(1) =>
+                        {
+                            s.0 += 1;
+                            let bolt11 = format!("lnfake{}", s.0);
+                            s.1.insert(bolt11.clone());
+                            (StatusCode::CREATED, Json(json!({"bolt11": bolt11})))
+                        }
+                        (Some("payer-adminkey"), Some(true)) => {
+                            match body["bolt11"].as_str().filter(|b| s.1.remove(*b)) {
+                                Some(_) => {
+                                    s.2 += 1;
+                                    (StatusCode::CREATED, Json(json!({"payment_hash": "00"})))
+                                }
+                                None => (
+                                    StatusCode::BAD_REQUEST,
+                                    Json(json!({"detail": "unknown invoice"})),
+                                ),
+                            }
+                        }
+                        _ => (StatusCode::UNAUTHORIZED, Json(json!({"detail": "bad key"}))),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeLnbits { url, state }
+    }
+
+    fn json(&self) -> String {
+        json!({"url": self.url, "payer_admin_key": "payer-adminkey", "payee_invoice_key": "payee-inkey", "pgid": 0}).to_string()
+    }
+
+    /// (invoices made, invoices paid)
+    fn counts(&self) -> (u32, u32) {
+        let s = self.state.lock().unwrap();
+        (s.0, s.2)
+    }
 }
