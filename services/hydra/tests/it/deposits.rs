@@ -181,8 +181,11 @@ async fn the_follower_resumes_from_its_cursor_after_a_restart() {
         .settle(b["deposit"]["payment_hash"].as_str().unwrap(), 20_000);
     let h = h.restart().await;
     credited(&h, b["deposit"]["deposit_id"].as_str().unwrap()).await;
-    // The restarted follower asked for what came after the stored cursor (settle index 1).
-    assert_eq!(h.fake.subscribed_from().last(), Some(&1));
+    // The restarted follower asked for what came after the stored cursor, not from the start:
+    // index 1, or later if the stopping follower saw more before it ended (`stop` signals it and
+    // does not wait, so under load it may store the foreign settlement's index 2 first).
+    let from = *h.fake.subscribed_from().last().unwrap();
+    assert!(from >= 1, "resubscribed from {from}");
     assert_eq!(balance(&h, "agent-1").await.0, 10_000);
     assert_eq!(balance(&h, "agent-2").await.0, 20_000);
     assert_eq!(h.receipts_of("oa.hydra.deposit_receipt.v1").await.len(), 2);
