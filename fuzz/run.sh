@@ -40,7 +40,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
 
-# One build for every target, so the runs below measure fuzzing, not compiling.
+# One build for every target, so the runs below measure fuzzing, not compiling. The workspace's
+# release profile has thin LTO for the services; instrumented fuzz binaries do not need it, and
+# linking six of them with it takes longer than fuzzing them.
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 cargo +nightly fuzz build
 
 # A single input taking over 10 s is a hang worth reporting (a hostile body or export must not

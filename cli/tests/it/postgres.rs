@@ -209,3 +209,35 @@ async fn two_replicas_on_postgresql_pay_through_a_server_restart_and_replica_kil
     let status = up.stop();
     assert!(status.success(), "{status}");
 }
+
+/// The production-shape flags are checked before anything starts.
+#[test]
+fn bad_replica_and_database_flags_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (flags, expected) in [
+        (vec!["--replicas", "2"], "--replicas needs --postgres-url"),
+        (vec!["--replicas", "0"], "--replicas must be 1 to 8"),
+        (
+            vec![
+                "--postgres-url",
+                "postgres://postgres@127.0.0.1:1/postgres",
+                "--postgres-db-prefix",
+                "Bad-Name",
+            ],
+            "--postgres-db-prefix must be 1 to 40",
+        ),
+    ] {
+        let out = Command::new(crate::suite::OA)
+            .args(["up", "--base-port", "0", "--data-dir", d])
+            .args(&flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(expected),
+            "{flags:?}: {stderr}"
+        );
+        assert!(!dir.path().join("suite.json").exists());
+    }
+}
