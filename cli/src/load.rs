@@ -76,6 +76,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         "--payments must be 1 to {MAX_PAYMENTS}, --warmup at most {MAX_PAYMENTS}"
     );
     let lnbits = args.lnbits.as_deref().map(Lnbits::load).transpose()?;
+    anyhow::ensure!(
+        lnbits.is_none() || (args.amount_msat.is_multiple_of(1_000) && args.amount_msat > 0),
+        "--amount-msat must be whole satoshis with --lnbits (LNbits invoices are in sat)"
+    );
     let suite = Suite::load(&args.data_dir)?;
     let executor = suite.service("wallet-executor")?.clone();
     let treasury = suite.service("treasury")?.clone();
@@ -151,7 +155,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     eprintln!("the suite: create an invoice and pay it through treasury...");
     let ours = measure(&args, "invoice+pay", suite_op).await?;
     eprintln!("LNbits at {}: create an invoice and pay it...", lnbits.url);
-    let sats = args.amount_msat.div_ceil(1_000).max(1);
+    let sats = args.amount_msat / 1_000;
     let lnbits = Arc::new(lnbits);
     let peer_op: Op = Arc::new(move |i, _caller, client| {
         let lnbits = lnbits.clone();

@@ -493,6 +493,16 @@ async fn the_load_generator_pays_through_the_suite_and_reports_percentiles() {
         "load",
         "--data-dir",
         &dir,
+        "--amount-msat",
+        "1500",
+        "--lnbits",
+        peer_file.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("whole satoshis"), "{out}");
+    let (ok, out) = oa(&[
+        "load",
+        "--data-dir",
+        &dir,
         "--callers",
         "3",
         "--payments",

@@ -161,15 +161,7 @@ mod tests {
     /// call timeout and a transport error, never a hang.
     #[tokio::test]
     async fn a_hanging_peer_is_a_timeout() {
-        // Accepts connections and never answers.
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let silent_addr = silent.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = silent.accept().await {
-                held.push(socket);
-            }
-        });
+        let silent_addr = oa_testkit::silent_peer().await.unwrap();
         // Answers the status line and headers, then stalls the body.
         let app = Router::new().route(
             "/stall",

@@ -158,6 +158,20 @@ pub fn free_addr() -> std::io::Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
 }
 
+/// A peer that accepts connections and never answers (not even a handshake), holding them open:
+/// for tests of what a caller does when a dependency hangs. Its address.
+pub async fn silent_peer() -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    Ok(addr)
+}
+
 /// Polls `check` every `interval` until it returns `Some`, or gives up after `timeout`.
 pub async fn wait_until<T, F, Fut>(timeout: Duration, interval: Duration, mut check: F) -> Option<T>
 where

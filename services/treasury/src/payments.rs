@@ -1796,11 +1796,20 @@ impl Payments {
         self.tracker.spawn(payment_id, move || {
             let (this, id) = (this.clone(), id.clone());
             async move {
-                this.run(&id)
-                    .await
-                    .map(|p| matches!(p, Progress::Done | Progress::Parked))
+                match this.run(&id).await {
+                    Ok(p) => Ok(matches!(p, Progress::Done | Progress::Parked)),
+                    // Withdrawn (`undo` deleted it, e.g. by a commit whose answer was lost):
+                    // nothing is left to drive.
+                    Err(TreasuryError::PaymentNotFound) => Ok(true),
+                    Err(e) => Err(e),
+                }
             }
         });
+    }
+
+    /// How many attempts this process is tracking.
+    pub fn tracked(&self) -> usize {
+        self.tracker.len()
     }
 
     /// After a restart: drive every attempt left in flight to its end (or to where it waits).

@@ -11,14 +11,7 @@ use oa_testkit::DevKeyring;
 #[tokio::test]
 async fn a_hanging_executor_costs_a_call_timeout_and_is_never_a_refusal() {
     // Accepts connections and never answers (not even the HTTP/2 handshake).
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = silent.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let addr = oa_testkit::silent_peer().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ring = DevKeyring::ensure(dir.path()).unwrap();
     let exec = GrpcExecutor::with_timeout(

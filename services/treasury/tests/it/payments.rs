@@ -182,6 +182,15 @@ async fn attempts_in_flight_are_found_for_re_driving_by_when_they_last_changed()
     .await;
     assert!(done.is_some());
     assert_eq!(t.payments.recover_before(u64::MAX >> 1).await.unwrap(), 0);
+    // A tracked attempt that no longer exists (withdrawn meanwhile) ends its tracker.
+    t.payments.spawn_tracker("pay_withdrawn".into());
+    let ended = oa_testkit::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async { (t.payments.tracked() == 0).then_some(()) },
+    )
+    .await;
+    assert!(ended.is_some(), "still tracking {}", t.payments.tracked());
 }
 
 #[tokio::test]
