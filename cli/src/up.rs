@@ -160,9 +160,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     // treasury, hydra and aegis of each further replica.
     let count = 6 + 3 * (args.replicas - 1);
     let ports: Vec<u16> = if args.base_port == 0 {
-        (0..count)
-            .map(|_| oa_testkit::free_port())
-            .collect::<Result<_, _>>()?
+        // Every listener held until all are picked, so no port is handed out twice.
+        let held = (0..count)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()?;
+        held.iter()
+            .map(|l| Ok(l.local_addr()?.port()))
+            .collect::<std::io::Result<_>>()?
     } else {
         (0..count)
             .map(|i| {

@@ -22,6 +22,12 @@ impl Up {
 
     /// `oa up` with extra flags.
     pub(crate) fn start_with(flags: &[&str]) -> Up {
+        // One suite starts at a time in this process: `oa up --base-port 0` picks free ports and
+        // its services bind them a moment later, so two starting together could pick the same.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _starting = STARTING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // OA_TEST_KEEP_DATA=1 keeps the data folders (logs, databases) for a post-mortem.
         let dir = tempfile::Builder::new()
             .disable_cleanup(std::env::var_os("OA_TEST_KEEP_DATA").is_some())
