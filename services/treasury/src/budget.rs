@@ -26,7 +26,10 @@
 //! `treasury_budget_windows` (a guarded `UPDATE`), then checks `reserved + spent + amount <=
 //! funded * bps / 10 000` under that lock: capped reservers of one window run one at a time.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Mutex,
+};
 
 use jiff::civil::Weekday;
 use oa_ledger::{AccountFlags, NewAccount, NewTransfer, Outcome, TransferError};
@@ -583,6 +586,69 @@ pub async fn prepare_windows(
     Ok(())
 }
 
+/// Most windows [`KnownWindows`] remembers; past that it forgets them all and relearns.
+const MAX_KNOWN_WINDOWS: usize = 100_000;
+
+/// Budget windows this process has seen committed. Windows are never deleted, so a payment whose
+/// windows are all known skips the transaction that creates them, and its reservation skips
+/// re-checking them: on SQLite, two fewer trips through the one writer per payment.
+#[derive(Debug)]
+pub struct KnownWindows {
+    known: Mutex<HashSet<String>>,
+    max: usize,
+}
+
+impl Default for KnownWindows {
+    fn default() -> Self {
+        Self::new(MAX_KNOWN_WINDOWS)
+    }
+}
+
+impl KnownWindows {
+    /// Remembers at most `max` windows.
+    pub fn new(max: usize) -> Self {
+        Self {
+            known: Mutex::default(),
+            max: max.max(1),
+        }
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A plain set stays valid whatever a panicking holder left behind.
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn contains(&self, account: &str) -> bool {
+        self.set().contains(account)
+    }
+
+    /// Whether the current window (at `now_ms`) of every budget in `budgets` is known to exist.
+    pub fn all_known(&self, budgets: &[BudgetConfig], now_ms: u64) -> Result<bool, TreasuryError> {
+        let set = self.set();
+        for cfg in budgets {
+            if !set.contains(&cfg.accounts(&cfg.window(now_ms)?).0) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Remembers the current windows of `budgets`: call only once a transaction that ran
+    /// [`prepare_windows`] for them has committed.
+    pub fn remember(&self, budgets: &[BudgetConfig], now_ms: u64) -> Result<(), TreasuryError> {
+        let mut set = self.set();
+        for cfg in budgets {
+            if set.len() >= self.max {
+                set.clear();
+            }
+            set.insert(cfg.accounts(&cfg.window(now_ms)?).0);
+        }
+        Ok(())
+    }
+}
+
 /// Whether `amount` fits in `status` now (under a cap of `cap_bps` of the funding if given).
 pub fn fits(status: &BudgetStatus, amount: Msat, cap_bps: Option<u32>) -> bool {
     match cap_bps {
@@ -597,9 +663,11 @@ pub fn fits(status: &BudgetStatus, amount: Msat, cap_bps: Option<u32>) -> bool {
 
 /// Reserves `amount` in every budget of `budgets` at `now_ms` for a payment, all or nothing.
 /// Returns the pending transfer ids (to settle later), or why it was refused. `cap_bps` caps
-/// each budget at that fraction of its funding (degraded risk).
+/// each budget at that fraction of its funding (degraded risk). Windows in `known` are not
+/// created again.
 pub async fn reserve(
     conn: &mut AnyConnection,
+    known: &KnownWindows,
     payment_id: &str,
     budgets: &[BudgetConfig],
     amount: Msat,
@@ -612,8 +680,11 @@ pub async fn reserve(
     let mut windows = Vec::with_capacity(budgets.len());
     for cfg in budgets {
         let window = cfg.window(now_ms)?;
-        ensure_window(conn, cfg, &window, now_ms).await?;
-        windows.push((cfg, cfg.accounts(&window)));
+        let accounts = cfg.accounts(&window);
+        if !known.contains(&accounts.0) {
+            ensure_window(conn, cfg, &window, now_ms).await?;
+        }
+        windows.push((cfg, accounts));
     }
     if let Some(bps) = cap_bps {
         // Lock in account order, as every writer of these rows does, so capped reservers never
@@ -761,5 +832,25 @@ mod tests {
         c.period = Period::Daily;
         let w = c.window(0).unwrap_or_else(|_| Window::all_time());
         assert_eq!(c.accounts(&w).0, "org-budget:a1@d1970-01-01");
+    }
+
+    #[test]
+    fn known_windows_follow_the_calendar_and_forget_when_full() {
+        let day_ms = 86_400_000;
+        let mut daily = BudgetConfig::simple(Kind::Agent, "a1", Msat::ZERO);
+        daily.period = Period::Daily;
+        let never = BudgetConfig::simple(Kind::Org, "o1", Msat::ZERO);
+        let both = [daily.clone(), never.clone()];
+        let known = KnownWindows::new(2);
+        assert!(known.all_known(&[], 0).is_ok_and(|k| k));
+        assert!(known.all_known(&both, 0).is_ok_and(|k| !k));
+        assert!(known.remember(&both, 0).is_ok());
+        assert!(known.all_known(&both, day_ms - 1).is_ok_and(|k| k));
+        // The next day is a new window of the daily budget, not yet created.
+        assert!(known.all_known(&both, day_ms).is_ok_and(|k| !k));
+        assert!(known.all_known(std::slice::from_ref(&never), day_ms).is_ok_and(|k| k));
+        // A third window does not fit: the set starts again with it.
+        assert!(known.remember(&[daily], day_ms).is_ok());
+        assert!(known.all_known(&[never], 0).is_ok_and(|k| !k));
     }
 }

@@ -138,6 +138,7 @@ pub struct Payments {
     pub policies: Arc<Policies>,
     pub risk: Arc<Assessor>,
     tracker: Arc<Tracker>,
+    windows: budget::KnownWindows,
 }
 
 /// A validated payment request.
@@ -209,6 +210,11 @@ struct AttemptBody<'a> {
     credit_fee_msat: Option<Msat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verification_id: Option<&'a str>,
+}
+
+/// Whether Hydra's routing score orders the attempt's rails (else the rule's order stands).
+fn scores_rails(decision: &Decision, row: &PaymentRow) -> bool {
+    decision.choose == Choose::Score && row.rails.len() >= 2
 }
 
 fn rail_stage(rail: &str) -> &'static str {
@@ -373,6 +379,7 @@ impl Payments {
             policies,
             risk,
             tracker: Arc::new(Tracker::new()),
+            windows: budget::KnownWindows::default(),
         }
     }
 
@@ -399,6 +406,28 @@ impl Payments {
             org,
             risk,
         })
+    }
+
+    /// Whether a payment by `input`'s agent needs nothing created first: the agent has a budget
+    /// (or needs none), and every applicable budget's current window is known to exist. Read
+    /// outside any transaction, so that the common case leaves the writer alone.
+    async fn prepared(
+        &self,
+        ctx: &Context,
+        input: &Input,
+        now: u64,
+    ) -> Result<bool, TreasuryError> {
+        let mut conn = self.conn().await?;
+        let budgets = budget::applicable(
+            &mut conn,
+            &input.agent_id,
+            ctx.org.as_deref(),
+            input.host.as_deref(),
+        )
+        .await?;
+        let has_default =
+            self.config.default_budget.is_zero() || budgets.iter().any(|b| b.kind == Kind::Agent);
+        Ok(has_default && self.windows.all_known(&budgets, now)?)
     }
 
     /// The budgets that apply (with the configured default for an agent that has none yet, as
@@ -469,7 +498,7 @@ impl Payments {
         let ctx = self.context(&input.agent_id).await?;
         let scope = format!("treasury.payments/{caller}");
         let fingerprint = idempotency::fingerprint(&req)?;
-        {
+        if !self.prepared(&ctx, &input, now).await? {
             // The agent's default budget and the current windows of every applicable budget,
             // committed on their own (see `budget::prepare_windows`); not for a key already
             // used, whose replay or conflict must change nothing.
@@ -496,6 +525,9 @@ impl Payments {
                 budget::prepare_windows(&mut tx, &budgets, now).await?;
             }
             tx.commit().await?;
+            if used.is_none() {
+                self.windows.remember(&budgets, now)?;
+            }
         }
         let tx = self.db.begin().await?;
         let mut tx = match self
@@ -560,6 +592,7 @@ impl Payments {
         if decision.outcome != Outcome::Deny {
             match budget::reserve(
                 &mut tx,
+                &self.windows,
                 &payment_id,
                 &budgets,
                 decision.reserve_msat,
@@ -628,6 +661,13 @@ impl Payments {
             Outcome::Pay => {
                 row.state = IN_FLIGHT.into();
                 row.stage = STAGE_START.into();
+                if !scores_rails(&decision, &row) {
+                    // The rule's order stands: go straight to the first rail (`choose_rail`
+                    // without a step of its own).
+                    if let Some(first) = row.rails.first().cloned() {
+                        enter_rail(&mut row, &first, &decision, now);
+                    }
+                }
                 store::insert(&mut tx, &row).await?;
                 idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, &payment_id)
                     .await?;
@@ -635,7 +675,7 @@ impl Payments {
                 tx.commit().await?;
             }
         }
-        match self.run(&payment_id).await {
+        match self.run_from(row).await {
             Ok(Progress::Pending) => {
                 self.spawn_tracker(payment_id.clone());
                 self.stored(&payment_id, StatusCode::ACCEPTED).await
@@ -700,8 +740,21 @@ impl Payments {
 
     /// Drives an attempt until it ends, parks, waits on Hydra, or Hydra fails.
     async fn run(&self, payment_id: &str) -> Result<Progress, TreasuryError> {
+        let row = self.load(payment_id).await?;
+        self.run_from(row).await
+    }
+
+    /// [`Payments::run`] from `row`, the attempt as this process just stored it; each later
+    /// step reads it again.
+    async fn run_from(&self, row: PaymentRow) -> Result<Progress, TreasuryError> {
+        let payment_id = row.payment_id.clone();
+        let mut row = Some(row);
         for _ in 0..MAX_STEPS {
-            match self.step(payment_id).await? {
+            let current = match row.take() {
+                Some(r) => r,
+                None => self.load(&payment_id).await?,
+            };
+            match self.step(&current).await? {
                 Progress::Continue => {}
                 other => return Ok(other),
             }
@@ -710,8 +763,7 @@ impl Payments {
     }
 
     /// One step of an in-flight attempt (module docs).
-    async fn step(&self, payment_id: &str) -> Result<Progress, TreasuryError> {
-        let row = self.load(payment_id).await?;
+    async fn step(&self, row: &PaymentRow) -> Result<Progress, TreasuryError> {
         if row.state != IN_FLIGHT {
             return Ok(if row.state == PENDING_APPROVAL {
                 Progress::Parked
@@ -731,7 +783,7 @@ impl Payments {
             && now.saturating_add(MIN_EXPIRY_REMAINING_MS) >= row.invoice_expires_at_ms
         {
             self.finish(
-                &row,
+                row,
                 End {
                     state: FAILED,
                     failure_code: Some("INVOICE_EXPIRED".into()),
@@ -743,11 +795,11 @@ impl Payments {
             return Ok(Progress::Done);
         }
         match row.stage.as_str() {
-            STAGE_START => self.choose_rail(&row).await,
-            STAGE_DIRECT => self.direct(&row).await,
-            STAGE_ENVELOPE => self.envelope(&row).await,
+            STAGE_START => self.choose_rail(row).await,
+            STAGE_DIRECT => self.direct(row).await,
+            STAGE_ENVELOPE => self.envelope(row).await,
             STAGE_ENVELOPE_ISSUED => Ok(Progress::Parked),
-            STAGE_ENVELOPE_SETTLING => self.settling(&row).await,
+            STAGE_ENVELOPE_SETTLING => self.settling(row).await,
             other => Err(corrupt(&format!("stage {other} of an in-flight payment"))),
         }
     }
@@ -779,7 +831,7 @@ impl Payments {
         let decision = decision_of(row)?;
         let mut next = row.clone();
         let mut event = None;
-        if decision.choose == Choose::Score && row.rails.len() >= 2 {
+        if scores_rails(&decision, row) {
             let status = self
                 .hydra
                 .liquidity_status()
