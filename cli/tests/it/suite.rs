@@ -556,11 +556,12 @@ async fn call(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
 }
 
 /// The authorization matrix over every route each running service publishes in its
-/// `/openapi.json`: a route that names a scope refuses a missing token, an expired one, one for
+/// `/openapi.json`: a route that names scopes refuses a missing token, an expired one, one for
 /// another audience and one with a broken signature (401, each with its own code), and a valid
-/// token with a scope no route accepts (403 `FORBIDDEN`), before looking at the request; and
-/// none of those calls leaves a receipt. (Some reads also accept a service's broader scopes, e.g.
-/// `treasury:admin` may list approvals, so "every other scope" is not refused everywhere.)
+/// token with a scope no route accepts (403 `FORBIDDEN`), before looking at the request. The
+/// published scopes are exactly the ones let in: a token holding any one of them gets past the
+/// check, and a token holding every other scope the service publishes is refused (403). None of
+/// those calls leaves a receipt.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_of_every_service_refuses_bad_tokens() {
     let up = Up::start();
@@ -571,7 +572,7 @@ async fn every_route_of_every_service_refuses_bad_tokens() {
         .unwrap()
         .as_secs();
     let ttl = Duration::from_secs(60);
-    let (mut checked, mut wrong_answers) = (0, Vec::new());
+    let (mut checked, mut alternatives, mut wrong_answers) = (0, 0, Vec::new());
     for svc in oa_testkit::SERVICES {
         let base = up.url(svc);
         let before = receipts(&up, svc).await.len();
@@ -579,7 +580,7 @@ async fn every_route_of_every_service_refuses_bad_tokens() {
         assert!(!routes.is_empty(), "{svc} publishes no protected route");
         let all: Vec<&str> = routes
             .iter()
-            .map(|(_, _, s)| s.as_str())
+            .flat_map(|(_, _, s)| s.iter().map(String::as_str))
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -593,9 +594,16 @@ async fn every_route_of_every_service_refuses_bad_tokens() {
         let at = forged.len() - 10;
         let swap = if &forged[at..=at] == "A" { "B" } else { "A" };
         forged.replace_range(at..=at, swap);
-        for (method, path, scope) in &routes {
+        for (method, path, scopes) in &routes {
             let url = format!("{base}{path}");
-            let cases = [
+            let published = scopes.join(" | ");
+            let others: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|s| !scopes.iter().any(|p| p == s))
+                .collect();
+            let others = (!others.is_empty()).then(|| operator.mint(svc, &others, ttl).unwrap());
+            let mut cases = vec![
                 ("no token", None, (401, "UNAUTHENTICATED")),
                 ("expired", Some(expired.as_str()), (401, "TOKEN_EXPIRED")),
                 (
@@ -606,27 +614,49 @@ async fn every_route_of_every_service_refuses_bad_tokens() {
                 ("forged", Some(forged.as_str()), (401, "BAD_SIGNATURE")),
                 ("wrong scope", Some(unrelated.as_str()), (403, "FORBIDDEN")),
             ];
+            if let Some(others) = &others {
+                cases.push((
+                    "every other scope",
+                    Some(others.as_str()),
+                    (403, "FORBIDDEN"),
+                ));
+            }
             for (name, token, (status, code)) in cases {
                 let got = call(method, &url, token).await;
                 if got != (status, code.to_owned()) {
                     wrong_answers.push(format!(
-                        "{svc} {method} {path} ({scope}), {name}: {got:?}, want {status} {code}"
+                        "{svc} {method} {path} ({published}), {name}: {got:?}, want {status} {code}"
                     ));
                 }
             }
+            for scope in scopes {
+                let token = operator.mint(svc, &[scope.as_str()], ttl).unwrap();
+                let got = call(method, &url, Some(&token)).await;
+                if matches!(got.0, 401 | 403) || got.0 >= 500 {
+                    wrong_answers.push(format!(
+                        "{svc} {method} {path} ({published}), only {scope}: {got:?}, want it let in"
+                    ));
+                }
+            }
+            alternatives += scopes.len() - 1;
             checked += 1;
         }
         assert_eq!(receipts(&up, svc).await.len(), before, "{svc}");
     }
     assert!(wrong_answers.is_empty(), "{}", wrong_answers.join("\n"));
-    // Every service publishes its routes (the five have dozens between them).
+    // Every service publishes its routes (the five have dozens between them), and some reads
+    // publish alternatives (treasury's, Hydra's liquidity reads, Aegis's decisions).
     assert!(checked > 50, "{checked} routes checked");
+    assert!(
+        alternatives >= 10,
+        "{alternatives} alternative scopes checked"
+    );
     up.stop();
 }
 
-/// (method, path with `x1` for each parameter, scope) of every route a service's
-/// `/openapi.json` says needs a token.
-async fn protected_routes(base: &str) -> Vec<(String, String, String)> {
+/// (method, path with `x1` for each parameter, every scope that grants it) of every route a
+/// service's `/openapi.json` says needs a token.
+async fn protected_routes(base: &str) -> Vec<(String, String, Vec<String>)> {
     let doc: Value = reqwest::get(format!("{base}/openapi.json"))
         .await
         .unwrap()
@@ -636,13 +666,24 @@ async fn protected_routes(base: &str) -> Vec<(String, String, String)> {
     let mut routes = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
-            if let Some(scope) = op["security"][0]["bearer"][0].as_str() {
+            // Alternatives: each requirement names one scope.
+            let scopes: Vec<String> = op["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|req| {
+                    let names = req["bearer"].as_array().unwrap();
+                    assert_eq!(names.len(), 1, "{method} {path}: {req}");
+                    names[0].as_str().unwrap().to_owned()
+                })
+                .collect();
+            if !scopes.is_empty() {
                 let path = path
                     .split('/')
                     .map(|s| if s.starts_with('{') { "x1" } else { s })
                     .collect::<Vec<_>>()
                     .join("/");
-                routes.push((method.to_ascii_uppercase(), path, scope.to_owned()));
+                routes.push((method.to_ascii_uppercase(), path, scopes));
             }
         }
     }
@@ -678,7 +719,7 @@ async fn schemathesis_gets_no_server_error_from_any_service() {
         let scopes: std::collections::BTreeSet<String> = protected_routes(&base)
             .await
             .into_iter()
-            .map(|(_, _, scope)| scope)
+            .flat_map(|(_, _, scopes)| scopes)
             .collect();
         let scopes: Vec<String> = scopes.into_iter().collect();
         let token = operator

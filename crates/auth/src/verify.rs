@@ -57,6 +57,16 @@ impl Claims {
             Err(AuthError::MissingScope(scope.to_owned()))
         }
     }
+
+    /// `Ok` if the token carries `scope` or any of `also` (a route's published alternatives),
+    /// else [`AuthError::MissingScope`] naming `scope`.
+    pub fn require_any(&self, scope: &str, also: &[&str]) -> Result<(), AuthError> {
+        if self.has_scope(scope) || also.iter().any(|s| self.has_scope(s)) {
+            Ok(())
+        } else {
+            Err(AuthError::MissingScope(scope.to_owned()))
+        }
+    }
 }
 
 /// The header fields read before verification.

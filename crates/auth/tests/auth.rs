@@ -82,6 +82,13 @@ fn valid_token_verifies_with_all_claims() {
         c.require_scope("wallet:pay"),
         Err(AuthError::MissingScope(s)) if s == "wallet:pay"
     ));
+    // Alternatives: any one is enough; a refusal names the route's own scope.
+    assert!(c.require_any("hydra:read", &["hydra:pay"]).is_ok());
+    assert!(c.require_any("hydra:liquidity", &[]).is_ok());
+    assert!(matches!(
+        c.require_any("wallet:pay", &["wallet:read", "hydra:*"]),
+        Err(AuthError::MissingScope(s)) if s == "wallet:pay"
+    ));
 }
 
 #[test]

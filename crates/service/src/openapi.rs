@@ -59,8 +59,11 @@ pub fn document(service: &str, version: &str, routes: &[Route]) -> Value {
         }
         responses.insert("default".into(), error);
         op.insert("responses".into(), Value::Object(responses));
-        if let Some(scope) = r.scope {
-            op.insert("security".into(), json!([{"bearer": [scope]}]));
+        let scopes = r.scopes();
+        if !scopes.is_empty() {
+            // Alternatives: a token holding any one of them is let in.
+            let any_of: Vec<Value> = scopes.iter().map(|s| json!({"bearer": [s]})).collect();
+            op.insert("security".into(), Value::Array(any_of));
         }
         let path = r.path.to_owned();
         paths

@@ -59,6 +59,8 @@ pub struct Route {
     pub response: Option<&'static str>,
     /// The scope a token needs, or `None` for a public route.
     pub scope: Option<&'static str>,
+    /// Other scopes that each grant the route as well (set with [`Route::or_any_of`]).
+    pub also: &'static [&'static str],
     pub status: RouteStatus,
 }
 
@@ -78,8 +80,23 @@ impl Route {
             request,
             response,
             scope,
+            also: &[],
             status: RouteStatus::Built,
         }
+    }
+
+    /// The route is granted by any of `also` as well as by its scope.
+    pub const fn or_any_of(mut self, also: &'static [&'static str]) -> Self {
+        self.also = also;
+        self
+    }
+
+    /// Every scope that grants the route, its own first; empty for a public route.
+    pub fn scopes(&self) -> Vec<&'static str> {
+        self.scope
+            .into_iter()
+            .chain(self.also.iter().copied())
+            .collect()
     }
 
     pub const fn not_supported(
@@ -94,6 +111,7 @@ impl Route {
             request: None,
             response: None,
             scope: None,
+            also: &[],
             status: RouteStatus::NotSupported,
         }
     }

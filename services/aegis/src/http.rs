@@ -29,6 +29,8 @@ pub const SCOPE_VERIFY: &str = "aegis:verify";
 pub const SCOPE_VERDICT: &str = "aegis:verdict";
 pub const SCOPE_DECIDE: &str = "aegis:decide";
 pub const SCOPE_DECIDE_HUMAN: &str = "aegis:decide_human";
+/// Besides `aegis:decide`, what lets a caller decide and see the queue (a [`Decider`]).
+const ALSO_DECIDE: &[&str] = &[SCOPE_DECIDE_HUMAN];
 pub const SCOPE_ADMIN: &str = "aegis:admin";
 pub const SCOPE_READ: &str = "aegis:read";
 pub const SCOPE_UNDERWRITE: &str = "aegis:underwrite";
@@ -72,10 +74,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
+        claims.require_any(SCOPE_DECIDE, ALSO_DECIDE)?;
         let human = claims.has_scope(SCOPE_DECIDE_HUMAN);
-        if !human && !claims.has_scope(SCOPE_DECIDE) {
-            return Err(AuthError::MissingScope(SCOPE_DECIDE.into()));
-        }
         Ok(Decider {
             sub: claims.sub,
             human,
@@ -142,7 +142,8 @@ pub const ROUTES: [Route; 28] = [
         Some("openagents.aegis.v1.DecideRequest"),
         "openagents.aegis.v1.VerifyResponse",
         SCOPE_DECIDE,
-    ),
+    )
+    .or_any_of(ALSO_DECIDE),
     built(
         "GET",
         "/v1/aegis/queue",
@@ -150,7 +151,8 @@ pub const ROUTES: [Route; 28] = [
         None,
         "openagents.aegis.v1.QueueResponse",
         SCOPE_DECIDE,
-    ),
+    )
+    .or_any_of(ALSO_DECIDE),
     built(
         "POST",
         "/v1/aegis/verifiers",

@@ -22,6 +22,10 @@ pub const SCOPE_CREDIT: &str = "hydra:credit";
 pub const SCOPE_ROUTING: &str = "hydra:routing";
 pub const SCOPE_FX: &str = "hydra:fx";
 pub const SCOPE_READ: &str = "hydra:read";
+/// Reads of liquidity records take `hydra:read` or `hydra:liquidity`: each route publishes one
+/// as its scope and the other as an alternative.
+const ALSO_LIQUIDITY: &[&str] = &[SCOPE_LIQUIDITY];
+const ALSO_READ: &[&str] = &[SCOPE_READ];
 oa_service::scope!(LiquidityScope, "hydra:liquidity");
 oa_service::scope!(CreditScope, "hydra:credit");
 oa_service::scope!(RoutingScope, "hydra:routing");
@@ -70,7 +74,8 @@ pub const ROUTES: [Route; 18] = [
         None,
         Some("openagents.hydra.v1.LiquidityStatusResponse"),
         Some(SCOPE_READ),
-    ),
+    )
+    .or_any_of(ALSO_LIQUIDITY),
     Route::built(
         "POST",
         "/v1/liquidity/deposit",
@@ -86,7 +91,8 @@ pub const ROUTES: [Route; 18] = [
         None,
         Some("openagents.hydra.v1.DepositResponse"),
         Some(SCOPE_LIQUIDITY),
-    ),
+    )
+    .or_any_of(ALSO_READ),
     Route::built(
         "POST",
         "/v1/liquidity/withdraw",
@@ -102,7 +108,8 @@ pub const ROUTES: [Route; 18] = [
         None,
         Some("openagents.hydra.v1.WithdrawResponse"),
         Some(SCOPE_LIQUIDITY),
-    ),
+    )
+    .or_any_of(ALSO_READ),
     Route::built(
         "GET",
         "/v1/liquidity/balance/{agent_id}",
@@ -110,7 +117,8 @@ pub const ROUTES: [Route; 18] = [
         None,
         Some("openagents.hydra.v1.AgentBalanceResponse"),
         Some(SCOPE_LIQUIDITY),
-    ),
+    )
+    .or_any_of(ALSO_READ),
     Route::built(
         "POST",
         "/v1/credit/intent",
@@ -337,7 +345,7 @@ async fn status(
     State(s): State<HydraState>,
     auth: Authenticated,
 ) -> Result<Json<hydra::LiquidityStatusResponse>, ApiError> {
-    require_read(&auth)?;
+    auth.require_any(SCOPE_READ, ALSO_LIQUIDITY)?;
     let m = s.withdrawals.measure().await.map_err(|e| e.to_api())?;
     let mut resp = s
         .liquidity
@@ -362,14 +370,6 @@ async fn status(
     Ok(Json(resp))
 }
 
-/// Reads of liquidity records: `hydra:read` or `hydra:liquidity`.
-fn require_read(auth: &Authenticated) -> Result<(), ApiError> {
-    if !auth.has_scope(SCOPE_READ) && !auth.has_scope(SCOPE_LIQUIDITY) {
-        return Err(oa_auth::AuthError::MissingScope(SCOPE_READ.into()).into());
-    }
-    Ok(())
-}
-
 async fn deposit(
     State(s): State<HydraState>,
     auth: Scoped<LiquidityScope>,
@@ -387,7 +387,7 @@ async fn get_deposit(
     auth: Authenticated,
     Path(deposit_id): Path<String>,
 ) -> Result<Json<hydra::DepositResponse>, ApiError> {
-    require_read(&auth)?;
+    auth.require_any(SCOPE_LIQUIDITY, ALSO_READ)?;
     s.deposits
         .get(&deposit_id)
         .await
@@ -412,7 +412,7 @@ async fn get_withdrawal(
     auth: Authenticated,
     Path(withdrawal_id): Path<String>,
 ) -> Result<Json<hydra::WithdrawResponse>, ApiError> {
-    require_read(&auth)?;
+    auth.require_any(SCOPE_LIQUIDITY, ALSO_READ)?;
     s.withdrawals
         .current(&withdrawal_id)
         .await
@@ -425,7 +425,7 @@ async fn balance(
     auth: Authenticated,
     Path(agent_id): Path<String>,
 ) -> Result<Json<hydra::AgentBalanceResponse>, ApiError> {
-    require_read(&auth)?;
+    auth.require_any(SCOPE_LIQUIDITY, ALSO_READ)?;
     s.withdrawals
         .balance(&agent_id)
         .await

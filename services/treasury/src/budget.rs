@@ -848,7 +848,11 @@ mod tests {
         assert!(known.all_known(&both, day_ms - 1).is_ok_and(|k| k));
         // The next day is a new window of the daily budget, not yet created.
         assert!(known.all_known(&both, day_ms).is_ok_and(|k| !k));
-        assert!(known.all_known(std::slice::from_ref(&never), day_ms).is_ok_and(|k| k));
+        assert!(
+            known
+                .all_known(std::slice::from_ref(&never), day_ms)
+                .is_ok_and(|k| k)
+        );
         // A third window does not fit: the set starts again with it.
         assert!(known.remember(&[daily], day_ms).is_ok());
         assert!(known.all_known(&[never], 0).is_ok_and(|k| !k));

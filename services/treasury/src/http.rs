@@ -32,6 +32,10 @@ oa_service::scope!(AdminScope, "treasury:admin");
 oa_service::scope!(ApproveScope, "treasury:approve");
 pub const SCOPE_READ: &str = "treasury:read";
 pub const SCOPE_APPROVE: &str = "treasury:approve";
+/// Besides `treasury:read`, what lets a caller read payments, budgets and the policy.
+const ALSO_READ: &[&str] = &["treasury:pay", "treasury:admin", "treasury:approve"];
+/// Besides `treasury:approve`, what lets a caller list the approvals waiting.
+const ALSO_LIST_APPROVALS: &[&str] = &["treasury:read", "treasury:admin"];
 
 #[derive(Clone)]
 pub struct TreasuryState {
@@ -61,7 +65,8 @@ pub const ROUTES: [Route; 13] = [
         None,
         Some("openagents.treasury.v1.PaymentResponse"),
         Some(SCOPE_READ),
-    ),
+    )
+    .or_any_of(ALSO_READ),
     Route::built(
         "POST",
         "/v1/treasury/payments/{id}/settle",
@@ -85,7 +90,8 @@ pub const ROUTES: [Route; 13] = [
         None,
         Some("openagents.treasury.v1.Budget"),
         Some(SCOPE_READ),
-    ),
+    )
+    .or_any_of(ALSO_READ),
     Route::built(
         "PUT",
         "/v1/treasury/budgets/{kind}/{subject}",
@@ -101,7 +107,8 @@ pub const ROUTES: [Route; 13] = [
         None,
         Some("openagents.treasury.v1.ListBudgetsResponse"),
         Some(SCOPE_READ),
-    ),
+    )
+    .or_any_of(ALSO_READ),
     Route::built(
         "GET",
         "/v1/treasury/approvals",
@@ -109,7 +116,8 @@ pub const ROUTES: [Route; 13] = [
         None,
         Some("openagents.treasury.v1.ListApprovalsResponse"),
         Some(SCOPE_APPROVE),
-    ),
+    )
+    .or_any_of(ALSO_LIST_APPROVALS),
     Route::built(
         "POST",
         "/v1/treasury/approvals/{id}/approve",
@@ -133,7 +141,8 @@ pub const ROUTES: [Route; 13] = [
         Some("openagents.treasury.v1.EvaluateRequest"),
         Some("openagents.treasury.v1.EvaluateResponse"),
         Some(SCOPE_READ),
-    ),
+    )
+    .or_any_of(ALSO_READ),
     Route::built(
         "PUT",
         "/v1/treasury/policy",
@@ -149,7 +158,8 @@ pub const ROUTES: [Route; 13] = [
         None,
         Some("openagents.treasury.v1.PolicyResponse"),
         Some(SCOPE_READ),
-    ),
+    )
+    .or_any_of(ALSO_READ),
 ];
 
 pub fn router(state: TreasuryState) -> Router {
@@ -173,25 +183,8 @@ pub fn router(state: TreasuryState) -> Router {
         .with_state(state)
 }
 
-fn require_any(auth: &Authenticated, scopes: &[&str], name: &str) -> Result<(), ApiError> {
-    if scopes.iter().any(|s| auth.has_scope(s)) {
-        Ok(())
-    } else {
-        Err(oa_auth::AuthError::MissingScope(name.into()).into())
-    }
-}
-
 fn require_read(auth: &Authenticated) -> Result<(), ApiError> {
-    require_any(
-        auth,
-        &[
-            "treasury:read",
-            "treasury:pay",
-            "treasury:admin",
-            "treasury:approve",
-        ],
-        SCOPE_READ,
-    )
+    Ok(auth.require_any(SCOPE_READ, ALSO_READ)?)
 }
 
 fn api(e: TreasuryError) -> ApiError {
@@ -253,11 +246,7 @@ async fn list_approvals(
     State(s): State<TreasuryState>,
     auth: Authenticated,
 ) -> Result<Json<treasury::ListApprovalsResponse>, ApiError> {
-    require_any(
-        &auth,
-        &["treasury:approve", "treasury:read", "treasury:admin"],
-        SCOPE_APPROVE,
-    )?;
+    auth.require_any(SCOPE_APPROVE, ALSO_LIST_APPROVALS)?;
     let payments = s.payments.pending_approvals().await.map_err(api)?;
     Ok(Json(treasury::ListApprovalsResponse { payments }))
 }
