@@ -219,6 +219,14 @@ fn bad_replica_and_database_flags_are_refused_before_anything_starts() {
         (vec!["--replicas", "2"], "--replicas needs --postgres-url"),
         (vec!["--replicas", "0"], "--replicas must be 1 to 8"),
         (
+            vec!["--worker-threads", "0"],
+            "--worker-threads must be 1 to 64",
+        ),
+        (
+            vec!["--worker-threads", "65"],
+            "--worker-threads must be 1 to 64",
+        ),
+        (
             vec![
                 "--postgres-url",
                 "postgres://postgres@127.0.0.1:1/postgres",

@@ -146,9 +146,22 @@ pub(crate) fn oa(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The tokio worker threads `oa up` gave a running service (`TOKIO_WORKER_THREADS` in its
+/// environment, which tokio's runtime reads).
+fn worker_threads(up: &Up, svc: &str) -> Option<String> {
+    let pid = up.suite["services"][svc]["pid"].as_u64()?;
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"TOKIO_WORKER_THREADS="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
     let up = Up::start();
+    // One worker thread each by default: the processes share the machine.
+    assert_eq!(worker_threads(&up, "treasury").as_deref(), Some("1"));
     let pay_url = format!("{}/v1/treasury/payments", up.url("treasury"));
     let token = up.token("treasury");
     let inv = invoice(&up, 120_000, 3600).await;
@@ -458,7 +471,10 @@ fn tampering_is_caught_and_named(export: &Path, dir: &Path) {
 /// `oa load` against a real suite: every payment succeeds and the report counts them.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_load_generator_pays_through_the_suite_and_reports_percentiles() {
-    let up = Up::start();
+    let up = Up::start_with(&["--worker-threads", "2"]);
+    for svc in oa_testkit::SERVICES {
+        assert_eq!(worker_threads(&up, svc).as_deref(), Some("2"), "{svc}");
+    }
     let dir = up.dir.path().to_str().unwrap().to_owned();
     let (ok, out) = oa(&[
         "load",
