@@ -1297,6 +1297,11 @@ impl Payments {
             return Ok(false);
         }
         budget::settle(&mut tx, &row.reservations, spent, now).await?;
+        if end.state == SUCCEEDED && !done.payee_pubkey.is_empty() {
+            store::add_known_payee(&mut tx, &done.payee_pubkey, now).await?;
+        }
+        // The receipt log's head is one row every payment's end locks until COMMIT (on
+        // PostgreSQL, the suite's hottest lock): append last, with only what needs the hash after.
         let reason = end.reason_code.or_else(|| {
             (end.state == DENIED)
                 .then(|| done.failure_reason.clone())
@@ -1307,9 +1312,6 @@ impl Payments {
             .await?;
         done.receipt_hash = Some(receipt.hash.to_string());
         store::update(&mut tx, &done, &done.state, &done.stage).await?;
-        if end.state == SUCCEEDED && !done.payee_pubkey.is_empty() {
-            store::add_known_payee(&mut tx, &done.payee_pubkey, now).await?;
-        }
         let kind = match end.state {
             SUCCEEDED => "payment.succeeded",
             DENIED => "payment.denied",
