@@ -12,8 +12,9 @@
 //! ```
 //!
 //! Inside `in_flight` the `stage` says what happens next: `start` (choose the rail: in the
-//! rule's order, or by Hydra's routing score), `direct` (Hydra `quote_pay` then `pay`),
-//! `envelope` (Hydra credit `intent`, `offer`, `envelope`), `envelope_issued` (waiting for the
+//! rule's order, or by Hydra's routing score; a new attempt in the rule's order skips it and is
+//! created on its first rail), `direct` (Hydra `quote_pay` then `pay`), `envelope` (Hydra credit
+//! `intent`, `offer`, `envelope`), `envelope_issued` (waiting for the
 //! caller to settle with an Aegis verification, or for the envelope to expire), and
 //! `envelope_settling` (Hydra `credit/settle`).
 //!
