@@ -118,12 +118,15 @@ pub struct Stored {
 }
 
 /// What one step of an attempt did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Progress {
     /// Moved on; take the next step.
     Continue,
     /// Terminal.
     Done,
+    /// Terminal, ended by this call: the answer to the request that started it, as a replay of
+    /// that request gets it.
+    Ended(serde_json::Value),
     /// Waiting for something outside treasury (a verification, an approval).
     Parked,
     /// Hydra is still working on it; ask again later.
@@ -681,6 +684,11 @@ impl Payments {
                 self.spawn_tracker(payment_id.clone());
                 self.stored(&payment_id, StatusCode::ACCEPTED).await
             }
+            // Answered from what `finish` stored, without reading it back.
+            Ok(Progress::Ended(body)) => Ok(Stored {
+                status: StatusCode::CREATED,
+                body,
+            }),
             Ok(_) => self.stored(&payment_id, StatusCode::CREATED).await,
             Err(TreasuryError::Hydra(e)) => {
                 let withdrawn = async {
@@ -981,8 +989,10 @@ impl Payments {
                                 ..End::default()
                             }
                         };
-                        self.finish(&row, end).await?;
-                        Ok(Progress::Done)
+                        Ok(match self.finish_answer(&row, end).await? {
+                            Some(answer) => Progress::Ended(answer),
+                            None => Progress::Done,
+                        })
                     }
                     _ => Ok(Progress::Pending),
                 }
@@ -1261,6 +1271,15 @@ impl Payments {
     /// Ends an attempt: its state, the ledger (post what was spent or void), the receipt, the
     /// event and the stored answer, in one transaction. Returns whether this call ended it.
     async fn finish(&self, row: &PaymentRow, end: End) -> Result<bool, TreasuryError> {
+        Ok(self.finish_answer(row, end).await?.is_some())
+    }
+
+    /// [`Payments::finish`], returning the stored answer if this call ended the attempt.
+    async fn finish_answer(
+        &self,
+        row: &PaymentRow,
+        end: End,
+    ) -> Result<Option<serde_json::Value>, TreasuryError> {
         let now = self.clock.now_ms();
         let mut done = row.clone();
         done.state = end.state.into();
@@ -1295,7 +1314,7 @@ impl Payments {
         let mut tx = self.db.begin().await?;
         if !store::update(&mut tx, &done, &row.state, &row.stage).await? {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
         budget::settle(&mut tx, &row.reservations, spent, now).await?;
         if end.state == SUCCEEDED && !done.payee_pubkey.is_empty() {
@@ -1319,18 +1338,19 @@ impl Payments {
             _ => "payment.failed",
         };
         self.event(&mut tx, kind, &done, now).await?;
-        let body = to_json(&to_response(&done, Some(&receipt))?)?;
+        let answer = serde_json::to_value(to_response(&done, Some(&receipt))?)
+            .map_err(|e| corrupt(&e.to_string()))?;
         idempotency::complete(
             &mut tx,
             &row.idempotency_scope,
             &row.idempotency_key,
             201,
-            &body,
+            &answer.to_string(),
             now,
         )
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(answer))
     }
 
     async fn event(
@@ -1852,7 +1872,10 @@ impl Payments {
             let (this, id) = (this.clone(), id.clone());
             async move {
                 match this.run(&id).await {
-                    Ok(p) => Ok(matches!(p, Progress::Done | Progress::Parked)),
+                    Ok(p) => Ok(matches!(
+                        p,
+                        Progress::Done | Progress::Ended(_) | Progress::Parked
+                    )),
                     // Withdrawn (`undo` deleted it, e.g. by a commit whose answer was lost):
                     // nothing is left to drive.
                     Err(TreasuryError::PaymentNotFound) => Ok(true),
