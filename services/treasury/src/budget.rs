@@ -26,10 +26,7 @@
 //! `treasury_budget_windows` (a guarded `UPDATE`), then checks `reserved + spent + amount <=
 //! funded * bps / 10 000` under that lock: capped reservers of one window run one at a time.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::Mutex,
-};
+use std::collections::BTreeMap;
 
 use jiff::civil::Weekday;
 use oa_ledger::{AccountFlags, NewAccount, NewTransfer, Outcome, TransferError};
@@ -39,6 +36,7 @@ use sqlx::{Any, AnyConnection, Row, any::AnyRow};
 
 use crate::{
     error::{TreasuryError, corrupt},
+    known::KnownSet,
     period::{Calendar, Period, PeriodError, Window, parse_weekday, weekday_name},
 };
 
@@ -593,10 +591,7 @@ const MAX_KNOWN_WINDOWS: usize = 100_000;
 /// windows are all known skips the transaction that creates them, and its reservation skips
 /// re-checking them: on SQLite, two fewer trips through the one writer per payment.
 #[derive(Debug)]
-pub struct KnownWindows {
-    known: Mutex<HashSet<String>>,
-    max: usize,
-}
+pub struct KnownWindows(KnownSet);
 
 impl Default for KnownWindows {
     fn default() -> Self {
@@ -607,28 +602,17 @@ impl Default for KnownWindows {
 impl KnownWindows {
     /// Remembers at most `max` windows.
     pub fn new(max: usize) -> Self {
-        Self {
-            known: Mutex::default(),
-            max: max.max(1),
-        }
-    }
-
-    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // A plain set stays valid whatever a panicking holder left behind.
-        self.known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        Self(KnownSet::new(max))
     }
 
     fn contains(&self, account: &str) -> bool {
-        self.set().contains(account)
+        self.0.contains(account)
     }
 
     /// Whether the current window (at `now_ms`) of every budget in `budgets` is known to exist.
     pub fn all_known(&self, budgets: &[BudgetConfig], now_ms: u64) -> Result<bool, TreasuryError> {
-        let set = self.set();
         for cfg in budgets {
-            if !set.contains(&cfg.accounts(&cfg.window(now_ms)?).0) {
+            if !self.contains(&cfg.accounts(&cfg.window(now_ms)?).0) {
                 return Ok(false);
             }
         }
@@ -638,12 +622,8 @@ impl KnownWindows {
     /// Remembers the current windows of `budgets`: call only once a transaction that ran
     /// [`prepare_windows`] for them has committed.
     pub fn remember(&self, budgets: &[BudgetConfig], now_ms: u64) -> Result<(), TreasuryError> {
-        let mut set = self.set();
         for cfg in budgets {
-            if set.len() >= self.max {
-                set.clear();
-            }
-            set.insert(cfg.accounts(&cfg.window(now_ms)?).0);
+            self.0.insert(cfg.accounts(&cfg.window(now_ms)?).0);
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod error;
 pub mod http;
 pub mod hydra_client;
+pub mod known;
 pub mod l402;
 pub mod payments;
 pub mod period;

@@ -57,6 +57,7 @@ use crate::{
     budget::{self, BudgetConfig, Kind, Refusal},
     error::{TreasuryError, corrupt},
     hydra_client::Hydra,
+    known::KnownSet,
     l402,
     policies::Policies,
     policy::{self, Choose, Decision, Facts, Outcome, Policy, Rail, RiskView, Source},
@@ -143,7 +144,13 @@ pub struct Payments {
     pub risk: Arc<Assessor>,
     tracker: Arc<Tracker>,
     windows: budget::KnownWindows,
+    /// Payees known to have been paid (never forgotten in the database): skips the lookup when
+    /// deciding and the insert when a payment to them succeeds.
+    payees: KnownSet,
 }
+
+/// Most payees [`Payments`] remembers as known; past that it forgets them all and relearns.
+const MAX_KNOWN_PAYEES: usize = 100_000;
 
 /// A validated payment request.
 #[derive(Clone, Debug)]
@@ -384,6 +391,7 @@ impl Payments {
             risk,
             tracker: Arc::new(Tracker::new()),
             windows: budget::KnownWindows::default(),
+            payees: KnownSet::new(MAX_KNOWN_PAYEES),
         }
     }
 
@@ -434,6 +442,22 @@ impl Payments {
         Ok(has_default && self.windows.all_known(&budgets, now)?)
     }
 
+    /// Whether a payment to `payee` has ever succeeded.
+    async fn payee_known(
+        &self,
+        conn: &mut AnyConnection,
+        payee: &str,
+    ) -> Result<bool, TreasuryError> {
+        if self.payees.contains(payee) {
+            return Ok(true);
+        }
+        let known = store::is_known_payee(conn, payee).await?;
+        if known {
+            self.payees.insert(payee.to_owned());
+        }
+        Ok(known)
+    }
+
     /// The budgets that apply (with the configured default for an agent that has none yet, as
     /// the payment would create it), whether the payee is known, and the policy's decision.
     pub async fn decide_in(
@@ -464,7 +488,7 @@ impl Payments {
             || budgets
                 .iter()
                 .any(|b| b.payee_allow.iter().any(|p| p == payee))
-            || store::is_known_payee(conn, payee).await?;
+            || self.payee_known(conn, payee).await?;
         let facts = Facts {
             agent_id: &input.agent_id,
             org_id: ctx.org.as_deref(),
@@ -1317,7 +1341,10 @@ impl Payments {
             return Ok(None);
         }
         budget::settle(&mut tx, &row.reservations, spent, now).await?;
-        if end.state == SUCCEEDED && !done.payee_pubkey.is_empty() {
+        let new_payee = end.state == SUCCEEDED
+            && !done.payee_pubkey.is_empty()
+            && !self.payees.contains(&done.payee_pubkey);
+        if new_payee {
             store::add_known_payee(&mut tx, &done.payee_pubkey, now).await?;
         }
         // The receipt log's head is one row every payment's end locks until COMMIT (on
@@ -1350,6 +1377,9 @@ impl Payments {
         )
         .await?;
         tx.commit().await?;
+        if new_payee {
+            self.payees.insert(done.payee_pubkey.clone());
+        }
         Ok(Some(answer))
     }
 

@@ -374,6 +374,21 @@ async fn built_in_checks_fire_under_their_settings() {
         (status, v["error"]["reason_code"].as_str()),
         (StatusCode::FORBIDDEN, Some("policy_denied"))
     );
+    // A payee paid before is known without being listed: 9 was paid above (r3), 7 never was.
+    let (status, v) = t
+        .set_policy(
+            "p5",
+            "[approvals]\nunknown_payee = true\n[[rules]]\nid = \"all\"\naction = \"pay\"\nrails = [\"direct_liquidity\"]",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = t.pay_with(&body("k9", "a", 9)).await;
+    assert_eq!((status, rule_of(&v).as_str()), (StatusCode::CREATED, "all"));
+    let (status, v) = t.pay_with(&body("k7", "a", 7)).await;
+    assert_eq!(
+        (status, rule_of(&v).as_str()),
+        (StatusCode::ACCEPTED, "approvals:unknown_payee")
+    );
 }
 
 #[tokio::test]
@@ -554,4 +569,49 @@ async fn risk_readings_are_reused_for_the_policy_cache_time_on_the_service_clock
     // Aegis's cap (500) now bounds each payment while degraded.
     assert_eq!(v["decision"]["outcome"], "deny");
     assert_eq!(v["decision"]["rule"], "risk:degraded_cap");
+}
+
+/// A payee paid through one treasury process is known to another process on the same database,
+/// which never saw that payment (it asks the database, not its own memory).
+#[tokio::test]
+async fn a_payee_paid_by_another_process_is_known() {
+    let shared = tempfile::tempdir().unwrap();
+    let opts = |policy: &str| Opts {
+        default_budget_msat: 10_000_000,
+        database_url: Some(format!(
+            "sqlite://{}",
+            shared.path().join("treasury.db").display()
+        )),
+        ring_dir: Some(shared.path().join("ring")),
+        policy: Some(policy.into()),
+        ..Opts::default()
+    };
+    let rule = "[[rules]]\nid = \"all\"\naction = \"pay\"\nrails = [\"direct_liquidity\"]";
+    let body = |key: &str, signer: u8| json!({"idempotency_key": key, "agent_id": "a", "invoice": invoice_from(signer, 1_000, Network::Regtest, HOUR), "max_fee_msat": "10"});
+    let first = Treasury::with(opts(rule)).await;
+    let (status, v) = first.pay_with(&body("w1", 9)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    drop(first);
+
+    let second = Treasury::with(opts(&format!("[approvals]\nunknown_payee = true\n{rule}"))).await;
+    let (status, v) = second.pay_with(&body("w2", 9)).await;
+    assert_eq!(
+        (status, rule_of(&v)),
+        (StatusCode::CREATED, "all".into()),
+        "{v}"
+    );
+    let (status, v) = second.pay_with(&body("w3", 7)).await;
+    assert_eq!(
+        (status, rule_of(&v)),
+        (StatusCode::ACCEPTED, "approvals:unknown_payee".into())
+    );
+}
+
+/// The rule that decided a payment, from its answer.
+fn rule_of(v: &Value) -> String {
+    v["payment"]["decision"]["rule"]
+        .as_str()
+        .or(v["error"]["details"]["rule"].as_str())
+        .unwrap_or_else(|| panic!("no rule in {v}"))
+        .to_owned()
 }
