@@ -112,7 +112,6 @@ struct Running {
     label: String,
     url: String,
     flags: Vec<String>,
-    worker_threads: usize,
     child: Child,
     /// When `--restart` last restarted it, newest last (at most `MAX_RESTARTS`).
     restarts: Vec<Instant>,
@@ -120,12 +119,12 @@ struct Running {
 
 impl Running {
     /// Starts (or restarts) the service, its output appended to its log.
-    fn spawn(&mut self, data_dir: &Path) -> anyhow::Result<()> {
+    fn spawn(&mut self, data_dir: &Path, worker_threads: usize) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log_path(data_dir, &self.label))?;
-        self.child = spawn_service(self.name, &self.flags, self.worker_threads, log)?;
+        self.child = spawn_service(self.name, &self.flags, worker_threads, log)?;
         Ok(())
     }
 }
@@ -274,7 +273,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             label,
             url: url(port),
             flags,
-            worker_threads: args.worker_threads,
             child,
             restarts: Vec::new(),
         });
@@ -373,7 +371,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         r.restarts.push(now);
         eprintln!("{} exited ({status}); restarting it", r.label);
         tokio::time::sleep(backoff).await;
-        if let Err(e) = r.spawn(&data_dir) {
+        if let Err(e) = r.spawn(&data_dir, args.worker_threads) {
             break Err(e);
         }
         if let Some(entry) = suite.services.get_mut(r.name) {
