@@ -747,25 +747,36 @@ pub async fn settle(
     spent: Option<Msat>,
     now_ms: u64,
 ) -> Result<(), TreasuryError> {
-    if reservations.is_empty() {
-        return Ok(());
-    }
-    let transfers: Vec<NewTransfer> = reservations
-        .iter()
-        .map(|pending| match spent {
-            Some(amount) if !amount.is_zero() => {
-                NewTransfer::post(format!("{pending}:post"), pending.as_str(), Some(amount))
-            }
-            _ => NewTransfer::void(format!("{pending}:void"), pending.as_str()),
+    settle_many(conn, [(reservations, spent)], now_ms).await
+}
+
+/// [`settle`] for several payments at once: one ledger batch (which locks every account it
+/// touches in id order, so concurrent batches cannot deadlock) instead of one per reservation.
+pub async fn settle_many<'a>(
+    conn: &mut AnyConnection,
+    payments: impl IntoIterator<Item = (&'a [String], Option<Msat>)>,
+    now_ms: u64,
+) -> Result<(), TreasuryError> {
+    let transfers: Vec<NewTransfer> = payments
+        .into_iter()
+        .flat_map(|(reservations, spent)| {
+            reservations.iter().map(move |pending| match spent {
+                Some(amount) if !amount.is_zero() => {
+                    NewTransfer::post(format!("{pending}:post"), pending.as_str(), Some(amount))
+                }
+                _ => NewTransfer::void(format!("{pending}:void"), pending.as_str()),
+            })
         })
         .collect();
-    for r in oa_ledger::create_transfers(conn, &transfers, now_ms)
-        .await
-        .map_err(ledger_err)?
-    {
-        match r {
-            Ok(Outcome::Created(_) | Outcome::Exists(_)) => {}
-            Err(e) => return Err(ledger_err(e)),
+    for chunk in transfers.chunks(oa_ledger::MAX_BATCH_SIZE) {
+        for r in oa_ledger::create_transfers(conn, chunk, now_ms)
+            .await
+            .map_err(ledger_err)?
+        {
+            match r {
+                Ok(Outcome::Created(_) | Outcome::Exists(_)) => {}
+                Err(e) => return Err(ledger_err(e)),
+            }
         }
     }
     Ok(())

@@ -47,6 +47,12 @@ impl From<sqlx::Error> for TreasuryError {
     }
 }
 
+impl From<oa_store::group::Stopped> for TreasuryError {
+    fn from(e: oa_store::group::Stopped) -> Self {
+        TreasuryError::Store(e.into())
+    }
+}
+
 impl From<oa_receipts::ReceiptError> for TreasuryError {
     fn from(e: oa_receipts::ReceiptError) -> Self {
         TreasuryError::Store(e.into())

@@ -11,6 +11,9 @@
 //! (request) --pay---------------------------------------------+--> in_flight --> succeeded | failed
 //! ```
 //!
+//! Ends are group-committed (see `Finisher`): attempts ending at the same time share one
+//! transaction, each end still all or nothing within it.
+//!
 //! Inside `in_flight` the `stage` says what happens next: `start` (choose the rail: in the
 //! rule's order, or by Hydra's routing score; a new attempt in the rule's order skips it and is
 //! created on its first rail), `direct` (Hydra `quote_pay` then `pay`), `envelope` (Hydra credit
@@ -46,6 +49,7 @@ use oa_receipts::{Hash, Receipt, ReceiptDraft};
 use oa_service::{ApiError, Clock, tracker::Tracker};
 use oa_store::{
     Db, Tx,
+    group::{Committer, GroupCommit},
     idempotency::{self, Claim},
     journal,
     receipt_log::{self, ReceiptLog},
@@ -146,7 +150,9 @@ pub struct Payments {
     windows: budget::KnownWindows,
     /// Payees known to have been paid (never forgotten in the database): skips the lookup when
     /// deciding and the insert when a payment to them succeeds.
-    payees: KnownSet,
+    payees: Arc<KnownSet>,
+    /// Where attempts end (see [`Finisher`]).
+    ends: GroupCommit<Finisher>,
 }
 
 /// Most payees [`Payments`] remembers as known; past that it forgets them all and relearns.
@@ -221,6 +227,246 @@ struct AttemptBody<'a> {
     credit_fee_msat: Option<Msat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verification_id: Option<&'a str>,
+}
+
+/// The journal payload of an attempt's event.
+fn event_payload(row: &PaymentRow) -> serde_json::Value {
+    let mut payload = serde_json::json!({
+        "payment_id": row.payment_id,
+        "agent_id": row.agent_id,
+        "state": row.state,
+        "stage": row.stage,
+        "rail": row.rail,
+        "policy_bundle_id": row.policy_bundle_id,
+        "decision_rule": row.decision_rule,
+    });
+    let extra = [
+        ("reason_code", row.failure_reason.as_deref()),
+        ("failure_code", row.failure_code.as_deref()),
+        ("receipt_hash", row.receipt_hash.as_deref()),
+        ("envelope_id", row.envelope_id.as_deref()),
+        ("approver", row.approver.as_deref()),
+    ];
+    for (k, v) in extra {
+        if let Some(v) = v {
+            payload[k] = v.into();
+        }
+    }
+    if let Some(at) = row
+        .approval_expires_at_ms
+        .filter(|_| row.state == PENDING_APPROVAL)
+    {
+        payload["approval_expires_at_ms"] = at.to_string().into();
+    }
+    payload
+}
+
+/// The receipt of an ended attempt (or of a denial), before it is sealed into the log.
+fn attempt_draft(
+    row: &PaymentRow,
+    reason: Option<&str>,
+    hydra_receipt: Option<&Receipt>,
+) -> Result<ReceiptDraft, TreasuryError> {
+    let hydra_hash = hydra_receipt.map(|r| r.hash.to_string());
+    let envelope = row.envelope_id.is_some();
+    let body = AttemptBody {
+        payment_id: &row.payment_id,
+        agent_id: &row.agent_id,
+        state: &row.state,
+        payment_hash: &row.payment_hash,
+        amount_msat: row.amount,
+        fee_msat: row.fee,
+        max_fee_msat: row.max_fee,
+        rail: &row.rail,
+        purpose: &row.purpose,
+        decision_rule: &row.decision_rule,
+        policy_bundle_id: &row.policy_bundle_id,
+        source: &row.source,
+        payee_pubkey: &row.payee_pubkey,
+        org_id: row.org_id.as_deref(),
+        host: row.host.as_deref(),
+        reason_code: reason,
+        failure_code: row.failure_code.as_deref().filter(|_| row.state == FAILED),
+        approver: row.approver.as_deref(),
+        hydra_receipt: hydra_hash.as_deref(),
+        envelope_id: row.envelope_id.as_deref(),
+        credit_fee_msat: envelope.then_some(row.credit_fee),
+        verification_id: row.verification_id.as_deref(),
+    };
+    let mut links: Vec<Hash> = hydra_receipt.map(|r| vec![r.hash]).unwrap_or_default();
+    for h in &row.linked_receipts {
+        let h = Hash::parse(h).map_err(|e| corrupt(&e.to_string()))?;
+        if !links.contains(&h) {
+            links.push(h);
+        }
+    }
+    Ok(ReceiptDraft {
+        schema: if envelope {
+            ENVELOPE_RECEIPT_SCHEMA
+        } else {
+            RECEIPT_SCHEMA
+        }
+        .into(),
+        receipt_id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
+        idempotency_key: row.idempotency_key.clone(),
+        links,
+        body: oa_receipts::body_from(&body)?,
+    })
+}
+
+/// `row` as `end` leaves it (without its receipt hash yet), and what it spent (`None`: nothing,
+/// its reservations are voided).
+fn ended(
+    row: &PaymentRow,
+    end: &End,
+    now: u64,
+) -> Result<(PaymentRow, Option<Msat>), TreasuryError> {
+    let mut done = row.clone();
+    done.state = end.state.into();
+    done.stage = STAGE_NONE.into();
+    done.fee = end.fee;
+    done.preimage = end.preimage.clone().filter(|p| !p.is_empty());
+    done.failure_code = end.failure_code.clone().filter(|c| !c.is_empty());
+    done.failure_reason = end.failure_reason.clone().filter(|c| !c.is_empty());
+    if end.state == SUCCEEDED {
+        done.failure_code = None;
+        done.failure_reason = None;
+    }
+    done.hydra_receipt_hash = end.receipt.as_ref().map(|r| r.hash.to_string());
+    if end.approver.is_some() {
+        done.approver.clone_from(&end.approver);
+    }
+    done.reserved = Msat::ZERO;
+    done.updated_at_ms = now;
+    let spent = if end.state == SUCCEEDED {
+        Some(
+            Msat::checked_sum([done.amount, done.fee, done.credit_fee])
+                .map_err(|e| corrupt(&e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    if spent.is_some_and(|s| s > row.reserved) {
+        return Err(corrupt(
+            "hydra charged more than was reserved (amount + max fee + credit-fee allowance)",
+        ));
+    }
+    Ok((done, spent))
+}
+
+/// An attempt to end: the row as the caller last saw it, and how it ends.
+struct FinishJob {
+    row: PaymentRow,
+    end: End,
+}
+
+/// Ends attempts, many per transaction (group commit, [`oa_store::group`]). Each end is still
+/// all or nothing (state, ledger, receipt, event, stored answer); a batch shares the `BEGIN` and
+/// `COMMIT`, one ledger batch, and one lock of the receipt log's head and of the journal's, the
+/// two rows every end writes (on PostgreSQL, replicas queue on them until COMMIT).
+struct Finisher {
+    db: Db,
+    log: ReceiptLog,
+    clock: Arc<dyn Clock>,
+    payees: Arc<KnownSet>,
+}
+
+/// Ends committed together at most; ends waiting at most before callers wait to queue.
+const FINISH_BATCH: usize = 64;
+const FINISH_QUEUE: usize = 1_024;
+
+impl Committer for Finisher {
+    type Job = FinishJob;
+    /// The stored answer, if this job ended the attempt (else someone else had).
+    type Out = Option<serde_json::Value>;
+    type Error = TreasuryError;
+
+    async fn commit(
+        &self,
+        jobs: &[FinishJob],
+    ) -> Result<Vec<Option<serde_json::Value>>, TreasuryError> {
+        let now = self.clock.now_ms();
+        // Rows are locked in payment id order, so two replicas' batches cannot deadlock on them.
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.sort_by(|&a, &b| jobs[a].row.payment_id.cmp(&jobs[b].row.payment_id));
+        let mut tx = self.db.begin().await?;
+        let mut done = Vec::with_capacity(jobs.len());
+        for i in order {
+            let job = &jobs[i];
+            let (row, spent) = ended(&job.row, &job.end, now)?;
+            // Guarded: an attempt ends once, whoever else tries (a tracker, a sweep, a replica).
+            if store::update(&mut tx, &row, &job.row.state, &job.row.stage).await? {
+                done.push((i, row, spent));
+            }
+        }
+        budget::settle_many(
+            &mut tx,
+            done.iter()
+                .map(|(i, _, spent)| (jobs[*i].row.reservations.as_slice(), *spent)),
+            now,
+        )
+        .await?;
+        let new_payees: std::collections::BTreeSet<String> = done
+            .iter()
+            .filter(|(_, row, _)| {
+                row.state == SUCCEEDED
+                    && !row.payee_pubkey.is_empty()
+                    && !self.payees.contains(&row.payee_pubkey)
+            })
+            .map(|(_, row, _)| row.payee_pubkey.clone())
+            .collect();
+        for payee in &new_payees {
+            store::add_known_payee(&mut tx, payee, now).await?;
+        }
+        // From here on the receipt log's head is locked until COMMIT: only what needs the
+        // receipts' hashes follows.
+        let mut receipts = self.log.batch(&mut tx).await?;
+        for (i, row, _) in &mut done {
+            let end = &jobs[*i].end;
+            let reason = end.reason_code.clone().or_else(|| {
+                (end.state == DENIED)
+                    .then(|| row.failure_reason.clone())
+                    .flatten()
+            });
+            let draft = attempt_draft(row, reason.as_deref(), end.receipt.as_ref())?;
+            row.receipt_hash = Some(receipts.seal(draft, now)?.hash.to_string());
+        }
+        let sealed = receipts.store(&mut tx).await?;
+        let events: Vec<(&str, serde_json::Value)> = done
+            .iter()
+            .map(|(_, row, _)| {
+                let kind = match row.state.as_str() {
+                    SUCCEEDED => "payment.succeeded",
+                    DENIED => "payment.denied",
+                    _ => "payment.failed",
+                };
+                (kind, event_payload(row))
+            })
+            .collect();
+        journal::append_many(&mut tx, TOPIC, &events, now).await?;
+        let mut out = vec![None; jobs.len()];
+        for ((i, row, _), receipt) in done.iter().zip(&sealed) {
+            store::set_receipt_hash(&mut tx, &row.payment_id, &receipt.hash.to_string()).await?;
+            let answer = serde_json::to_value(to_response(row, Some(receipt))?)
+                .map_err(|e| corrupt(&e.to_string()))?;
+            let job = &jobs[*i];
+            idempotency::complete(
+                &mut tx,
+                &job.row.idempotency_scope,
+                &job.row.idempotency_key,
+                201,
+                &answer.to_string(),
+                now,
+            )
+            .await?;
+            out[*i] = Some(answer);
+        }
+        tx.commit().await?;
+        for payee in new_payees {
+            self.payees.insert(payee);
+        }
+        Ok(out)
+    }
 }
 
 /// Whether Hydra's routing score orders the attempt's rails (else the rule's order stands).
@@ -381,6 +627,17 @@ impl Payments {
         policies: Arc<Policies>,
         risk: Arc<Assessor>,
     ) -> Self {
+        let payees = Arc::new(KnownSet::new(MAX_KNOWN_PAYEES));
+        let ends = GroupCommit::spawn(
+            Finisher {
+                db: db.clone(),
+                log: log.clone(),
+                clock: clock.clone(),
+                payees: payees.clone(),
+            },
+            FINISH_BATCH,
+            FINISH_QUEUE,
+        );
         Self {
             db,
             hydra,
@@ -391,7 +648,8 @@ impl Payments {
             risk,
             tracker: Arc::new(Tracker::new()),
             windows: budget::KnownWindows::default(),
-            payees: KnownSet::new(MAX_KNOWN_PAYEES),
+            payees,
+            ends,
         }
     }
 
@@ -1304,83 +1562,12 @@ impl Payments {
         row: &PaymentRow,
         end: End,
     ) -> Result<Option<serde_json::Value>, TreasuryError> {
-        let now = self.clock.now_ms();
-        let mut done = row.clone();
-        done.state = end.state.into();
-        done.stage = STAGE_NONE.into();
-        done.fee = end.fee;
-        done.preimage = end.preimage.filter(|p| !p.is_empty());
-        done.failure_code = end.failure_code.filter(|c| !c.is_empty());
-        done.failure_reason = end.failure_reason.filter(|c| !c.is_empty());
-        if end.state == SUCCEEDED {
-            done.failure_code = None;
-            done.failure_reason = None;
-        }
-        done.hydra_receipt_hash = end.receipt.as_ref().map(|r| r.hash.to_string());
-        if end.approver.is_some() {
-            done.approver = end.approver;
-        }
-        done.reserved = Msat::ZERO;
-        done.updated_at_ms = now;
-        let spent = if end.state == SUCCEEDED {
-            Some(
-                Msat::checked_sum([done.amount, done.fee, done.credit_fee])
-                    .map_err(|e| corrupt(&e.to_string()))?,
-            )
-        } else {
-            None
-        };
-        if spent.is_some_and(|s| s > row.reserved) {
-            return Err(corrupt(
-                "hydra charged more than was reserved (amount + max fee + credit-fee allowance)",
-            ));
-        }
-        let mut tx = self.db.begin().await?;
-        if !store::update(&mut tx, &done, &row.state, &row.stage).await? {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        budget::settle(&mut tx, &row.reservations, spent, now).await?;
-        let new_payee = end.state == SUCCEEDED
-            && !done.payee_pubkey.is_empty()
-            && !self.payees.contains(&done.payee_pubkey);
-        if new_payee {
-            store::add_known_payee(&mut tx, &done.payee_pubkey, now).await?;
-        }
-        // The receipt log's head is one row every payment's end locks until COMMIT (on
-        // PostgreSQL, the suite's hottest lock): append last, with only what needs the hash after.
-        let reason = end.reason_code.or_else(|| {
-            (end.state == DENIED)
-                .then(|| done.failure_reason.clone())
-                .flatten()
-        });
-        let receipt = self
-            .append_receipt(&mut tx, &done, reason.as_deref(), end.receipt.as_ref(), now)
-            .await?;
-        done.receipt_hash = Some(receipt.hash.to_string());
-        store::update(&mut tx, &done, &done.state, &done.stage).await?;
-        let kind = match end.state {
-            SUCCEEDED => "payment.succeeded",
-            DENIED => "payment.denied",
-            _ => "payment.failed",
-        };
-        self.event(&mut tx, kind, &done, now).await?;
-        let answer = serde_json::to_value(to_response(&done, Some(&receipt))?)
-            .map_err(|e| corrupt(&e.to_string()))?;
-        idempotency::complete(
-            &mut tx,
-            &row.idempotency_scope,
-            &row.idempotency_key,
-            201,
-            &answer.to_string(),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        if new_payee {
-            self.payees.insert(done.payee_pubkey.clone());
-        }
-        Ok(Some(answer))
+        self.ends
+            .submit(FinishJob {
+                row: row.clone(),
+                end,
+            })
+            .await
     }
 
     async fn event(
@@ -1390,34 +1577,7 @@ impl Payments {
         row: &PaymentRow,
         now: u64,
     ) -> Result<(), TreasuryError> {
-        let mut payload = serde_json::json!({
-            "payment_id": row.payment_id,
-            "agent_id": row.agent_id,
-            "state": row.state,
-            "stage": row.stage,
-            "rail": row.rail,
-            "policy_bundle_id": row.policy_bundle_id,
-            "decision_rule": row.decision_rule,
-        });
-        let extra = [
-            ("reason_code", row.failure_reason.as_deref()),
-            ("failure_code", row.failure_code.as_deref()),
-            ("receipt_hash", row.receipt_hash.as_deref()),
-            ("envelope_id", row.envelope_id.as_deref()),
-            ("approver", row.approver.as_deref()),
-        ];
-        for (k, v) in extra {
-            if let Some(v) = v {
-                payload[k] = v.into();
-            }
-        }
-        if let Some(at) = row
-            .approval_expires_at_ms
-            .filter(|_| row.state == PENDING_APPROVAL)
-        {
-            payload["approval_expires_at_ms"] = at.to_string().into();
-        }
-        journal::append(tx, TOPIC, kind, &payload, now).await?;
+        journal::append(tx, TOPIC, kind, &event_payload(row), now).await?;
         Ok(())
     }
 
@@ -1429,51 +1589,7 @@ impl Payments {
         hydra_receipt: Option<&Receipt>,
         now: u64,
     ) -> Result<Receipt, TreasuryError> {
-        let hydra_hash = hydra_receipt.map(|r| r.hash.to_string());
-        let envelope = row.envelope_id.is_some();
-        let body = AttemptBody {
-            payment_id: &row.payment_id,
-            agent_id: &row.agent_id,
-            state: &row.state,
-            payment_hash: &row.payment_hash,
-            amount_msat: row.amount,
-            fee_msat: row.fee,
-            max_fee_msat: row.max_fee,
-            rail: &row.rail,
-            purpose: &row.purpose,
-            decision_rule: &row.decision_rule,
-            policy_bundle_id: &row.policy_bundle_id,
-            source: &row.source,
-            payee_pubkey: &row.payee_pubkey,
-            org_id: row.org_id.as_deref(),
-            host: row.host.as_deref(),
-            reason_code: reason,
-            failure_code: row.failure_code.as_deref().filter(|_| row.state == FAILED),
-            approver: row.approver.as_deref(),
-            hydra_receipt: hydra_hash.as_deref(),
-            envelope_id: row.envelope_id.as_deref(),
-            credit_fee_msat: envelope.then_some(row.credit_fee),
-            verification_id: row.verification_id.as_deref(),
-        };
-        let mut links: Vec<Hash> = hydra_receipt.map(|r| vec![r.hash]).unwrap_or_default();
-        for h in &row.linked_receipts {
-            let h = Hash::parse(h).map_err(|e| corrupt(&e.to_string()))?;
-            if !links.contains(&h) {
-                links.push(h);
-            }
-        }
-        let draft = ReceiptDraft {
-            schema: if envelope {
-                ENVELOPE_RECEIPT_SCHEMA
-            } else {
-                RECEIPT_SCHEMA
-            }
-            .into(),
-            receipt_id: format!("rcpt_{}", uuid::Uuid::now_v7().simple()),
-            idempotency_key: row.idempotency_key.clone(),
-            links,
-            body: oa_receipts::body_from(&body)?,
-        };
+        let draft = attempt_draft(row, reason, hydra_receipt)?;
         Ok(self.log.append(tx, draft, now).await?)
     }
 

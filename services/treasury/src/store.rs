@@ -351,6 +351,20 @@ pub async fn delete(conn: &mut AnyConnection, payment_id: &str) -> Result<bool, 
     Ok(n == 1)
 }
 
+/// Records the receipt of an attempt that just ended (in the transaction that ended it).
+pub async fn set_receipt_hash(
+    conn: &mut AnyConnection,
+    payment_id: &str,
+    receipt_hash: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE treasury_payments SET receipt_hash = $2 WHERE payment_id = $1")
+        .bind(payment_id)
+        .bind(receipt_hash)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn add_known_payee(
     conn: &mut AnyConnection,
     payee: &str,

@@ -630,3 +630,112 @@ async fn the_openapi_document_lists_every_treasury_route_with_its_messages() {
         "every treasury route is built"
     );
 }
+
+/// Attempts that end together (their Hydra payments finished at once, picked up by trackers
+/// and by recovery racing each other) are committed in shared transactions: each still ends
+/// once, with its own receipt in one valid chain, its event carrying that receipt's hash, its
+/// budget settled to what it spent, and a replay answering what GET answers.
+#[tokio::test]
+async fn attempts_ending_together_each_end_once_with_their_own_receipt() {
+    const N: usize = 24;
+    let t = Treasury::start(100_000).await;
+    t.hydra.set_mode(Mode::PayDown);
+    let inv: Vec<String> = (0..N)
+        .map(|_| invoice(20_000, Network::Regtest, HOUR))
+        .collect();
+    let mut ids = Vec::new();
+    for (i, inv) in inv.iter().enumerate() {
+        let (status, body) = t
+            .pay(&format!("k{i}"), &format!("agent-{i}"), inv, 500)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.push(body["payment"]["payment_id"].as_str().unwrap().to_owned());
+    }
+    t.hydra.set_mode(Mode::Pay);
+    // Trackers are already retrying; recovery drives every attempt once more alongside them.
+    let (a, b) = tokio::join!(
+        t.payments.recover_before(u64::MAX >> 1),
+        t.payments.recover_before(u64::MAX >> 1)
+    );
+    assert_eq!((a.unwrap(), b.unwrap()), (N, N));
+    let ended = oa_testkit::wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || async { (t.count("receipts").await == N as i64).then_some(()) },
+    )
+    .await;
+    assert!(ended.is_some(), "receipts: {}", t.count("receipts").await);
+    assert_eq!(t.hydra.pays(), N as u32);
+    assert_eq!(t.hydra.max_pays_per_hash(), 1);
+
+    let ops = |scope: &str| {
+        t.ring
+            .operator_token("treasury", &[scope], Duration::from_secs(60))
+            .unwrap()
+    };
+    let (status, log) = t
+        .call(
+            "GET",
+            "/v1/receipts?from_log_index=0&limit=1000",
+            Some(&ops("receipts:read")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let receipts: Vec<oa_receipts::Receipt> = log["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_value(r.clone()).unwrap())
+        .collect();
+    assert_eq!(receipts.len(), N);
+    for (i, r) in receipts.iter().enumerate() {
+        r.verify().unwrap();
+        assert_eq!(r.log_index, i as u64);
+        if i > 0 {
+            assert_eq!(r.prev_hash, receipts[i - 1].hash);
+        }
+    }
+    let (status, events) = t
+        .call(
+            "GET",
+            "/v1/events?topic=treasury.payments&after_seq=0&limit=1000",
+            Some(&ops("events:read")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let events = events["events"].as_array().unwrap();
+    for (n, seq) in events.iter().map(|e| &e["seq"]).enumerate() {
+        assert_eq!(seq.as_str(), Some((n + 1).to_string().as_str()), "gapless");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let got = t.get_payment(id).await;
+        let p = &got["payment"];
+        assert_eq!(p["state"], "PAYMENT_STATE_SUCCEEDED", "{got}");
+        let hash = p["receipt_hash"].as_str().unwrap();
+        let receipt = receipts
+            .iter()
+            .find(|r| r.body["payment_id"] == id.as_str())
+            .unwrap();
+        assert_eq!(receipt.hash.to_string(), hash);
+        assert_eq!(got["receipt"]["hash"], hash);
+        let succeeded: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["payload"]["payment_id"] == id.as_str())
+            .filter(|e| e["kind"] == "payment.succeeded")
+            .collect();
+        assert_eq!(succeeded.len(), 1, "{id} ends once");
+        assert_eq!(succeeded[0]["payload"]["receipt_hash"], hash);
+        let (status, replay) = t
+            .pay(&format!("k{i}"), &format!("agent-{i}"), &inv[i], 500)
+            .await;
+        assert_eq!((status, &replay), (StatusCode::CREATED, &got));
+        let b = t.budget(&format!("agent-{i}")).await;
+        assert_eq!(
+            (b["spent_msat"].as_str(), b["reserved_msat"].as_str()),
+            (Some("20007"), Some("0"))
+        );
+    }
+    t.ledger_conserved().await;
+}
