@@ -22,7 +22,7 @@ use oa_proto::{hydra, wallet};
 use oa_receipts::{Receipt, ReceiptDraft};
 use oa_service::{ApiError, Clock, tracker::Tracker};
 use oa_store::{
-    Backend, Db,
+    Db,
     group::{Committer, GroupCommit},
     idempotency, journal,
     receipt_log::{self, Batch, ReceiptLog},
@@ -51,8 +51,8 @@ const RECOVERY_BATCH: u32 = 500;
 const OUTCOME_SOURCE: &str = "liquidity";
 /// Longest `payer_ref`.
 const MAX_PAYER_REF_LEN: usize = 128;
-/// Most steps committed in one transaction on SQLite (bounds how long the writer is held and the
-/// work redone when a batch fails).
+/// Most steps committed in one transaction (bounds how long the writer, or on PostgreSQL the
+/// receipt and journal heads, are held, and the work redone when a batch fails).
 const MAX_BATCH: usize = 64;
 /// Most steps waiting for the writer; callers beyond wait to submit.
 const MAX_QUEUED: usize = 1_024;
@@ -77,8 +77,7 @@ pub struct Liquidity {
     /// Learns from payment outcomes (see `routing`).
     pub routing: Arc<Routing>,
     tracker: Arc<Tracker>,
-    /// Quote, pay and result writes (see [`Steps`]): group-committed on SQLite, each alone on
-    /// PostgreSQL, where payments write in parallel.
+    /// Quote, pay and result writes (see [`Steps`]), group-committed.
     writes: GroupCommit<Steps>,
 }
 
@@ -113,10 +112,9 @@ impl Liquidity {
             log,
             routing: routing.clone(),
         };
-        let writes = match db.backend() {
-            Backend::Sqlite => GroupCommit::spawn(steps, MAX_BATCH, MAX_QUEUED),
-            Backend::Postgres => GroupCommit::direct(steps),
-        };
+        // On PostgreSQL too: every result locks the receipt log's head and the journal's until
+        // COMMIT, so replicas would otherwise end payments one at a time.
+        let writes = GroupCommit::spawn(steps, MAX_BATCH, MAX_QUEUED);
         Self {
             db,
             executor,
