@@ -41,6 +41,10 @@ pub struct LoadArgs {
     /// Amount of each invoice.
     #[arg(long, default_value_t = 1_000)]
     pub amount_msat: u64,
+    /// Most routing fee each payment may pay (the simulated network's routes charge about
+    /// 1 sat, so the default leaves room).
+    #[arg(long, default_value_t = 5_000)]
+    pub max_fee_msat: u64,
     /// Compare with LNbits: the JSON line `../shared/peers/lnbits-up.sh` prints, in a file. Both
     /// then run the same workload (create an invoice, pay it), and the ratio is printed.
     #[arg(long)]
@@ -95,14 +99,15 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         treasury.replicas.iter().map(|r| r.url.clone()).collect()
     });
     let token = Arc::new(treasury.token.clone());
+    let max_fee = args.max_fee_msat.to_string();
     let pay = move |invoice: String, i: usize, caller: usize, client: reqwest::Client| {
-        let (urls, token) = (urls.clone(), token.clone());
+        let (urls, token, max_fee) = (urls.clone(), token.clone(), max_fee.clone());
         async move {
             let body = json!({
                 "idempotency_key": format!("load-{run_id}-{i}"),
                 "agent_id": format!("load-agent-{caller}"),
                 "invoice": invoice,
-                "max_fee_msat": "1000",
+                "max_fee_msat": max_fee,
                 "purpose": "oa load",
             });
             let url = format!("{}/v1/treasury/payments", urls[caller % urls.len()]);
@@ -112,7 +117,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 .json(&body)
                 .send()
                 .await;
-            outcome(resp, 201).await
+            paid(resp).await
         }
     };
 
@@ -177,7 +182,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
                 .json(&json!({"out": true, "bolt11": invoice}))
                 .send()
                 .await;
-            outcome(resp, 201).await
+            lnbits_paid(resp).await
         })
     });
     let theirs = measure(&args, "invoice+pay", peer_op).await?;
@@ -282,6 +287,43 @@ async fn outcome(resp: reqwest::Result<reqwest::Response>, expected: u16) -> Opt
             )
         }
         Err(e) => Some(format!("transport: {e}")),
+    }
+}
+
+/// `None` when treasury answers that the payment succeeded; else the error code, the failed
+/// payment's failure code, or the state it is in (an attempt that ended `FAILED` is answered
+/// 201 too, so the status alone does not say the payment was made).
+async fn paid(resp: reqwest::Result<reqwest::Response>) -> Option<String> {
+    let r = match resp {
+        Ok(r) if r.status().as_u16() == 201 => r,
+        other => return outcome(other, 201).await,
+    };
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    let p = &v["payment"];
+    if p["state"] == "PAYMENT_STATE_SUCCEEDED" {
+        return None;
+    }
+    Some(
+        p["failure_code"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .or(p["state"].as_str())
+            .unwrap_or("201 without a payment")
+            .to_owned(),
+    )
+}
+
+/// `None` when LNbits answers that the payment succeeded (201 with `"status": "success"`), else
+/// the error code or the status it gave.
+async fn lnbits_paid(resp: reqwest::Result<reqwest::Response>) -> Option<String> {
+    let r = match resp {
+        Ok(r) if r.status().as_u16() == 201 => r,
+        other => return outcome(other, 201).await,
+    };
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    match v["status"].as_str() {
+        Some("success") => None,
+        other => Some(format!("LNbits status {}", other.unwrap_or("missing"))),
     }
 }
 

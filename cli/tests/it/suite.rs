@@ -493,6 +493,27 @@ async fn the_load_generator_pays_through_the_suite_and_reports_percentiles() {
         "{out}"
     );
     assert!(out.contains("p99"), "{out}");
+    // A payment that ends failed is answered 201 too: the report counts it as a failure, by its
+    // code (a 1 msat fee limit is below every route's fee on the simulated network).
+    let (ok, out) = oa(&[
+        "load",
+        "--data-dir",
+        &dir,
+        "--callers",
+        "2",
+        "--payments",
+        "4",
+        "--warmup",
+        "0",
+        "--max-fee-msat",
+        "1",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("oa load: 4 payments, 0 succeeded, 2 callers:")
+            && out.contains("4 x NO_ROUTE"),
+        "{out}"
+    );
     // Bad arguments are refused before anything is sent.
     let (ok, out) = oa(&["load", "--data-dir", &dir, "--callers", "0"]);
     assert!(!ok && out.contains("--callers must be 1 to"), "{out}");
@@ -792,7 +813,7 @@ impl FakeLnbits {
                             match body["bolt11"].as_str().filter(|b| s.1.remove(*b)) {
                                 Some(_) => {
                                     s.2 += 1;
-                                    (StatusCode::CREATED, Json(json!({"payment_hash": "00"})))
+                                    (StatusCode::CREATED, Json(json!({"payment_hash": "00", "status": "success"})))
                                 }
                                 None => (
                                     StatusCode::BAD_REQUEST,
