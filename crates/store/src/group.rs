@@ -9,12 +9,13 @@
 //! commit. If a batch fails as a whole, its jobs are retried one batch each, so one bad job cannot
 //! fail the others; each caller gets its own answer.
 //!
-//! Where writers do not queue behind one connection (PostgreSQL), [`GroupCommit::direct`] runs
-//! each job as a batch of one in the caller's task, through the same [`Committer`].
+//! On PostgreSQL it pays too, wherever every job writes the same row (a receipt log's or a
+//! journal's head): each transaction holds that row's lock until its COMMIT, so one transaction
+//! per job would run the jobs of all replicas one at a time.
 //!
 //! [`submit`]: GroupCommit::submit
 
-use std::{future::Future, sync::Arc};
+use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,23 +43,14 @@ type Reply<C> = oneshot::Sender<Result<<C as Committer>::Out, <C as Committer>::
 
 /// The handle callers submit jobs through; cheap to clone.
 pub struct GroupCommit<C: Committer> {
-    via: Via<C>,
-}
-
-enum Via<C: Committer> {
-    /// To the committing task.
-    Queue(mpsc::Sender<(C::Job, Reply<C>)>),
-    /// Each job committed alone by its caller.
-    Direct(Arc<C>),
+    queue: mpsc::Sender<(C::Job, Reply<C>)>,
 }
 
 impl<C: Committer> Clone for GroupCommit<C> {
     fn clone(&self) -> Self {
-        let via = match &self.via {
-            Via::Queue(q) => Via::Queue(q.clone()),
-            Via::Direct(c) => Via::Direct(c.clone()),
-        };
-        Self { via }
+        Self {
+            queue: self.queue.clone(),
+        }
     }
 }
 
@@ -75,32 +67,14 @@ impl<C: Committer> GroupCommit<C> {
     pub fn spawn(committer: C, max_batch: usize, queue: usize) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
         tokio::spawn(run(committer, rx, max_batch.max(1)));
-        Self {
-            via: Via::Queue(tx),
-        }
-    }
-
-    /// No task and no batching: each [`submit`](GroupCommit::submit) commits its job alone.
-    pub fn direct(committer: C) -> Self {
-        Self {
-            via: Via::Direct(Arc::new(committer)),
-        }
+        Self { queue: tx }
     }
 
     /// Submits one job and waits until the transaction holding it has committed (or failed).
     pub async fn submit(&self, job: C::Job) -> Result<C::Out, C::Error> {
-        match &self.via {
-            Via::Queue(queue) => {
-                let (reply, answer) = oneshot::channel();
-                queue.send((job, reply)).await.map_err(|_| Stopped)?;
-                answer.await.map_err(|_| Stopped)?
-            }
-            Via::Direct(committer) => committer
-                .commit(std::slice::from_ref(&job))
-                .await?
-                .pop()
-                .ok_or_else(|| C::Error::from(Stopped)),
-        }
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((job, reply)).await.map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)?
     }
 }
 
@@ -226,7 +200,7 @@ mod tests {
             .collect();
         // Let every submission reach the queue before opening the gate.
         for _ in 0..1_000 {
-            if matches!(&group.via, Via::Queue(q) if q.capacity() == 64 - 10) {
+            if group.queue.capacity() == 64 - 10 {
                 break;
             }
             tokio::task::yield_now().await;
@@ -245,21 +219,5 @@ mod tests {
         // 1 alone; then 8 of the ten queued (failing because 13 is among them, then retried
         // one by one: 8 batches of 1); then the last 2 together.
         assert_eq!(sizes, vec![1, 8, 1, 1, 1, 1, 1, 1, 1, 1, 2]);
-    }
-
-    #[tokio::test]
-    async fn direct_commits_each_job_alone() {
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        let group = GroupCommit::direct(Doubler {
-            batches: batches.clone(),
-            gate: Arc::new(tokio::sync::Semaphore::new(1_000)),
-            calls: Arc::new(AtomicUsize::new(0)),
-        });
-        let mut answers = Vec::new();
-        for job in [1, 13, 2] {
-            answers.push(group.submit(job).await);
-        }
-        assert_eq!(answers, vec![Ok(2), Err(E::Bad(13)), Ok(4)]);
-        assert_eq!(batches.lock().unwrap().clone(), vec![1, 1, 1]);
     }
 }
