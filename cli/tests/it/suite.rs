@@ -813,7 +813,10 @@ impl FakeLnbits {
                             match body["bolt11"].as_str().filter(|b| s.1.remove(*b)) {
                                 Some(_) => {
                                     s.2 += 1;
-                                    (StatusCode::CREATED, Json(json!({"payment_hash": "00", "status": "success"})))
+                                    (
+                                        StatusCode::CREATED,
+                                        Json(json!({"payment_hash": "00", "status": "success"})),
+                                    )
                                 }
                                 None => (
                                     StatusCode::BAD_REQUEST,
