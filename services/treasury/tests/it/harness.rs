@@ -316,8 +316,8 @@ impl Treasury {
             .unwrap()
     }
 
-    /// Event kinds of `payment_id` on the journal, in order.
-    pub async fn events_of(&self, payment_id: &str) -> Vec<String> {
+    /// Every event of treasury's payment topic, in order.
+    pub async fn events(&self) -> Vec<Value> {
         let token = self
             .ring
             .operator_token("treasury", &["events:read"], Duration::from_secs(60))
@@ -331,13 +331,48 @@ impl Treasury {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{v}");
-        v["events"]
-            .as_array()
-            .unwrap()
+        v["events"].as_array().unwrap().clone()
+    }
+
+    /// Event kinds of `payment_id` on the journal, in order.
+    pub async fn events_of(&self, payment_id: &str) -> Vec<String> {
+        self.events()
+            .await
             .iter()
             .filter(|e| e["payload"]["payment_id"] == payment_id)
             .map(|e| e["kind"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    /// Treasury's receipt log as exported, checked to be one valid chain from index 0.
+    pub async fn receipt_chain(&self) -> Vec<oa_receipts::Receipt> {
+        let token = self
+            .ring
+            .operator_token("treasury", &["receipts:read"], Duration::from_secs(60))
+            .unwrap();
+        let (status, export) = self
+            .call(
+                "GET",
+                "/v1/receipts?from_log_index=0&limit=1000",
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{export}");
+        let receipts: Vec<oa_receipts::Receipt> = export["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_value(r.clone()).unwrap())
+            .collect();
+        for (i, r) in receipts.iter().enumerate() {
+            r.verify().unwrap();
+            assert_eq!(r.log_index, i as u64);
+            if i > 0 {
+                assert_eq!(r.prev_hash, receipts[i - 1].hash);
+            }
+        }
+        receipts
     }
 
     /// A snapshot of every table a read-only call must not change.

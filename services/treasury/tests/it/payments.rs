@@ -668,44 +668,9 @@ async fn attempts_ending_together_each_end_once_with_their_own_receipt() {
     assert_eq!(t.hydra.pays(), N as u32);
     assert_eq!(t.hydra.max_pays_per_hash(), 1);
 
-    let ops = |scope: &str| {
-        t.ring
-            .operator_token("treasury", &[scope], Duration::from_secs(60))
-            .unwrap()
-    };
-    let (status, log) = t
-        .call(
-            "GET",
-            "/v1/receipts?from_log_index=0&limit=1000",
-            Some(&ops("receipts:read")),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{log}");
-    let receipts: Vec<oa_receipts::Receipt> = log["receipts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::from_value(r.clone()).unwrap())
-        .collect();
+    let receipts = t.receipt_chain().await;
     assert_eq!(receipts.len(), N);
-    for (i, r) in receipts.iter().enumerate() {
-        r.verify().unwrap();
-        assert_eq!(r.log_index, i as u64);
-        if i > 0 {
-            assert_eq!(r.prev_hash, receipts[i - 1].hash);
-        }
-    }
-    let (status, events) = t
-        .call(
-            "GET",
-            "/v1/events?topic=treasury.payments&after_seq=0&limit=1000",
-            Some(&ops("events:read")),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{events}");
-    let events = events["events"].as_array().unwrap();
+    let events = t.events().await;
     for (n, seq) in events.iter().map(|e| &e["seq"]).enumerate() {
         assert_eq!(seq.as_str(), Some((n + 1).to_string().as_str()), "gapless");
     }
