@@ -78,6 +78,51 @@ pub struct UpArgs {
     /// (a container) defaults to one per core.
     #[arg(long, default_value_t = 1)]
     pub worker_threads: usize,
+    /// Pin each service process to one CPU (its `--cpus`), spreading them over the CPUs `oa up`
+    /// may use, heaviest first. `auto` pins the embedded (SQLite) suite when there are at least
+    /// two CPUs: each statement is then handed to the connection's thread on the same core,
+    /// which measured about 45% more payments a second on 2 cores. It does not pin on
+    /// PostgreSQL, whose own processes share the CPUs (pinned, it measured slower).
+    #[arg(long, value_enum, default_value_t = CpuPinning::Auto)]
+    pub cpu_pinning: CpuPinning,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CpuPinning {
+    Auto,
+    Off,
+}
+
+/// Each service's expected share of the CPU under payment load (measured per payment: treasury
+/// 1.8 ms, Hydra 1.2 ms, the executor 0.8 ms; Aegis and lightning-ops are off the payment path).
+fn cpu_weight(name: &str) -> u32 {
+    match name {
+        "treasury" => 4,
+        "hydra" => 3,
+        "wallet-executor" => 2,
+        _ => 1,
+    }
+}
+
+/// The CPU each instance is pinned to, in order, or `None` for no pinning.
+fn cpu_plan(
+    pinning: CpuPinning,
+    postgres: bool,
+    names: &[&str],
+) -> anyhow::Result<Option<Vec<usize>>> {
+    if pinning == CpuPinning::Off || postgres {
+        return Ok(None);
+    }
+    let cpus = match oa_service::cpus::allowed() {
+        Ok(cpus) => cpus,
+        Err(oa_service::cpus::CpuError::Unsupported) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if cpus.len() < 2 {
+        return Ok(None);
+    }
+    let weights: Vec<u32> = names.iter().map(|n| cpu_weight(n)).collect();
+    Ok(Some(oa_service::cpus::spread(&weights, &cpus)))
 }
 
 /// The operator scopes written into each service's token in `suite.json`.
@@ -224,8 +269,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             instances.push((name, r, replica_port(i, r)));
         }
     }
+    let names: Vec<&str> = instances.iter().map(|i| i.0).collect();
+    let pins = cpu_plan(args.cpu_pinning, databases.is_some(), &names)?;
     let mut running = Vec::new();
-    for &(name, r, port) in &instances {
+    for (i, &(name, r, port)) in instances.iter().enumerate() {
         let database_url = match &databases {
             Some(dbs) => dbs[name].clone(),
             None => format!(
@@ -260,6 +307,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 ),
             ]),
             _ => {}
+        }
+        if let Some(pins) = &pins {
+            flags.push(format!("--cpus={}", pins[i]));
         }
         let label = if r == 0 {
             name.to_owned()
@@ -328,6 +378,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 .map(|g| format!("  (gRPC {g})"))
                 .unwrap_or_default()
         );
+    }
+    if let Some(pins) = &pins {
+        let each: Vec<String> = running
+            .iter()
+            .zip(pins)
+            .map(|(r, cpu)| format!("{} {cpu}", r.label))
+            .collect();
+        println!("  pinned to CPUs: {}", each.join(", "));
     }
     println!(
         "\ntreasury token (scopes treasury:pay treasury:read treasury:admin receipts:read events:read):\n{}",

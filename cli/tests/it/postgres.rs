@@ -178,6 +178,14 @@ async fn two_replicas_on_postgresql_pay_through_a_server_restart_and_replica_kil
         &pg.url("postgres"),
     ]);
     let dir = up.dir.path().to_owned();
+    for svc in oa_testkit::SERVICES {
+        // On PostgreSQL `oa up` pins nothing: the database's processes share the CPUs.
+        assert_eq!(
+            crate::suite::thread_cpus(&up, svc),
+            [crate::suite::own_cpus()].into(),
+            "{svc}'s threads"
+        );
+    }
     for svc in ["treasury", "hydra", "aegis"] {
         assert_eq!(
             up.suite["services"][svc]["replicas"]

@@ -157,11 +157,56 @@ fn worker_threads(up: &Up, svc: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// The CPU lists (`Cpus_allowed_list`) of every thread of a running service, each once.
+pub(crate) fn thread_cpus(up: &Up, svc: &str) -> std::collections::BTreeSet<String> {
+    let pid = up.suite["services"][svc]["pid"].as_u64().unwrap();
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|l| l.trim().to_owned())
+        })
+        .collect()
+}
+
+/// What `oa up` may run on: the CPU list of this test process.
+pub(crate) fn own_cpus() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
     let up = Up::start();
     // One worker thread each by default: the processes share the machine.
     assert_eq!(worker_threads(&up, "treasury").as_deref(), Some("1"));
+    // With two CPUs or more, every thread of each service runs on one CPU, heaviest services
+    // apart: treasury alone with the lightest, Hydra and the executor together.
+    let allowed: oa_service::cpus::CpuList = own_cpus().parse().unwrap();
+    if allowed.len() >= 2 {
+        let cpus: Vec<usize> = allowed.iter().collect();
+        for (svc, cpu) in [
+            ("treasury", cpus[0]),
+            ("hydra", cpus[1]),
+            ("aegis", cpus[0]),
+            ("wallet-executor", cpus[1]),
+            ("lightning-ops", cpus[0]),
+        ] {
+            assert_eq!(
+                thread_cpus(&up, svc),
+                [cpu.to_string()].into(),
+                "{svc}'s threads"
+            );
+        }
+    }
     let pay_url = format!("{}/v1/treasury/payments", up.url("treasury"));
     let token = up.token("treasury");
     let inv = invoice(&up, 120_000, 3600).await;
@@ -471,9 +516,11 @@ fn tampering_is_caught_and_named(export: &Path, dir: &Path) {
 /// `oa load` against a real suite: every payment succeeds and the report counts them.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_load_generator_pays_through_the_suite_and_reports_percentiles() {
-    let up = Up::start_with(&["--worker-threads", "2"]);
+    let up = Up::start_with(&["--worker-threads", "2", "--cpu-pinning", "off"]);
     for svc in oa_testkit::SERVICES {
         assert_eq!(worker_threads(&up, svc).as_deref(), Some("2"), "{svc}");
+        // Not pinned: each thread may run wherever `oa up` may.
+        assert_eq!(thread_cpus(&up, svc), [own_cpus()].into(), "{svc}");
     }
     let dir = up.dir.path().to_str().unwrap().to_owned();
     let (ok, out) = oa(&[

@@ -7,6 +7,8 @@ use oa_auth::{SigningIdentity, TrustStore, Verifier};
 use oa_receipts::ReceiptKey;
 use oa_store::{Db, DbOptions, MigrationSet};
 
+use crate::cpus::{CpuError, CpuList};
+
 /// How far token clocks may disagree. Kept small: a stolen token is useful for `exp + leeway`.
 pub const TOKEN_LEEWAY: Duration = Duration::from_secs(30);
 /// Largest key file accepted, so a wrong path cannot make us read a huge file.
@@ -51,6 +53,11 @@ pub struct CommonArgs {
     /// retention floor, below which cursors are stale). 0 keeps events forever.
     #[arg(long, env = "OA_EVENT_RETENTION_MS", default_value_t = 0)]
     pub event_retention_ms: u64,
+    /// Run this process's threads only on these CPUs, e.g. `0` or `0,2-3` (Linux). An embedded
+    /// (SQLite) service hands each statement to its connection's thread; on one CPU that
+    /// hand-off wakes no other core. `oa up` pins each service of the embedded suite.
+    #[arg(long, env = "OA_CPUS")]
+    pub cpus: Option<CpuList>,
 }
 
 /// The key material a service runs with.
@@ -83,6 +90,15 @@ pub enum ConfigError {
 }
 
 impl CommonArgs {
+    /// Pins the process to `--cpus`, if given. Call it before connecting to the database.
+    pub fn pin_cpus(&self) -> Result<(), CpuError> {
+        if let Some(cpus) = &self.cpus {
+            crate::cpus::pin_process(cpus)?;
+            tracing::info!(%cpus, "pinned to CPUs");
+        }
+        Ok(())
+    }
+
     /// Loads the receipt key, the trust store (verifying tokens for `audience`) and, if
     /// configured, the identity used to call other services.
     pub fn load_keys(&self, service: &str, audience: &str) -> Result<ServiceKeys, ConfigError> {

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod base;
 mod clock;
 pub mod config;
+pub mod cpus;
 mod detach;
 mod error;
 pub mod events;

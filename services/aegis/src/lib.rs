@@ -229,6 +229,7 @@ pub async fn build_with(config: &Config, clock: Arc<dyn Clock>, deps: Deps) -> a
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     oa_service::init_tracing(config.common.log_json);
+    config.common.pin_cpus()?;
     let app = build(&config, Arc::new(SystemClock)).await?;
     run_http(SERVICE, config.common.listen, app.http, app.db).await
 }

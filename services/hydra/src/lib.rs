@@ -450,6 +450,7 @@ pub async fn serve(
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     oa_service::init_tracing(config.common.log_json);
+    config.common.pin_cpus()?;
     let app = build(&config, Arc::new(SystemClock), Deps::default()).await?;
     app.recover().await?;
     let liquidity = app.liquidity.clone();

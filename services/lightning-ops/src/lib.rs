@@ -275,6 +275,7 @@ pub fn background(config: &Config, ops: Arc<Ops>) -> Background {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     oa_service::init_tracing(config.common.log_json);
+    config.common.pin_cpus()?;
     let app = build(&config).await?;
     let loops = background(&config, app.ops.clone());
     let listener = tokio::net::TcpListener::bind(config.common.listen)

@@ -204,6 +204,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>, deps: Deps) -> anyhow
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     oa_service::init_tracing(config.common.log_json);
+    config.common.pin_cpus()?;
     let app = build(&config, Arc::new(SystemClock), Deps::default()).await?;
     app.payments.recover().await?;
     app.payments

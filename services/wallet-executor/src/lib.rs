@@ -368,6 +368,7 @@ pub async fn serve(
 /// Runs the executor as a process: binds, serves, stops on SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     oa_service::init_tracing(config.common.log_json);
+    config.common.pin_cpus()?;
     let app = build(&config, Arc::new(SystemClock)).await?;
     let http = TcpListener::bind(config.common.listen)
         .await
