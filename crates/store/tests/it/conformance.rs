@@ -180,11 +180,13 @@ async fn journal_sequences_are_gapless_per_topic() {
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
-                seq
+                (i, seq)
             }));
         }
+        let mut appended = std::collections::BTreeMap::new();
         for t in tasks {
-            t.await.unwrap();
+            let (i, seq) = t.await.unwrap();
+            appended.insert(i, seq);
         }
         let mut conn = db.pool().acquire().await.unwrap();
         let even = journal::read(&mut conn, "even", 0, 100).await.unwrap();
@@ -192,6 +194,14 @@ async fn journal_sequences_are_gapless_per_topic() {
             even.iter().map(|e| e.seq).collect::<Vec<_>>(),
             (1..=10).collect::<Vec<_>>()
         );
+        // Each append answered the seq its event was stored under, with what it was given.
+        let odd = journal::read(&mut conn, "odd", 0, 100).await.unwrap();
+        for e in even.iter().chain(&odd) {
+            let i = e.payload["i"].as_u64().unwrap();
+            assert_eq!(appended[&i], e.seq, "event {i}");
+            assert_eq!((e.kind.as_str(), e.created_at_ms), ("tick", i));
+            assert_eq!(e.topic, if i % 2 == 0 { "even" } else { "odd" });
+        }
         let after = journal::read(&mut conn, "odd", 7, 100).await.unwrap();
         assert_eq!(
             after.iter().map(|e| e.seq).collect::<Vec<_>>(),
