@@ -513,6 +513,20 @@ fn tampering_is_caught_and_named(export: &Path, dir: &Path) {
     );
 }
 
+/// A service refuses a bad `--cpus` before it starts, saying why.
+#[test]
+fn a_bad_cpu_list_is_refused_before_the_service_starts() {
+    for (list, why) in [
+        ("5000", "CPU 5000 is above the highest accepted"),
+        ("1-0", "bad CPU list \"1-0\""),
+        ("", "bad CPU list"),
+    ] {
+        let (ok, out) = oa(&["serve", "treasury", "--cpus", list]);
+        assert!(!ok, "{list:?}: {out}");
+        assert!(out.contains(why), "{list:?}: {out}");
+    }
+}
+
 /// `oa load` against a real suite: every payment succeeds and the report counts them.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_load_generator_pays_through_the_suite_and_reports_percentiles() {
