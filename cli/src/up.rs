@@ -81,7 +81,7 @@ pub struct UpArgs {
     /// Pin each service process to one CPU (its `--cpus`), spreading them over the CPUs `oa up`
     /// may use, heaviest first. `auto` pins the embedded (SQLite) suite when there are at least
     /// two CPUs: each statement is then handed to the connection's thread on the same core,
-    /// which measured about 45% more payments a second on 2 cores. It does not pin on
+    /// which measured about half again as many payments a second on 2 cores. It does not pin on
     /// PostgreSQL, whose own processes share the CPUs (pinned, it measured no faster).
     #[arg(long, value_enum, default_value_t = CpuPinning::Auto)]
     pub cpu_pinning: CpuPinning,

@@ -2,10 +2,10 @@
 //!
 //! An embedded (SQLite) service hands every statement to its connection's own thread and waits
 //! for the answer. When the two threads sit on different cores, each hand-off wakes the other
-//! core (an inter-processor interrupt, dear on a virtual machine); when they share one, the
+//! core (an inter-processor interrupt, costly on a virtual machine); when they share one, the
 //! woken thread simply runs next. `oa up` therefore gives each service of the embedded suite one
-//! CPU of its own or shared with lighter services; on 2 cores this measured about 45% more
-//! payments a second (BENCHMARKS.md). Linux only: elsewhere [`pin_process`] answers
+//! CPU of its own or shared with lighter services; on 2 cores this measured about half again as
+//! many payments a second (BENCHMARKS.md). Linux only: elsewhere [`pin_process`] answers
 //! [`CpuError::Unsupported`].
 
 use std::{collections::BTreeSet, fmt, str::FromStr};
@@ -27,6 +27,8 @@ pub enum CpuError {
     NotAllowed(usize, CpuList),
     #[error("pinning to CPUs is not supported on this platform")]
     Unsupported,
+    #[error("cannot read which CPUs this process may run on: {0}")]
+    Read(String),
     #[error("cannot pin thread {0}: {1}")]
     Pin(i32, String),
 }
@@ -121,7 +123,7 @@ impl fmt::Display for CpuList {
 #[cfg(target_os = "linux")]
 pub fn allowed() -> Result<CpuList, CpuError> {
     use nix::{sched::sched_getaffinity, unistd::Pid};
-    let set = sched_getaffinity(Pid::from_raw(0)).map_err(|e| CpuError::Pin(0, e.to_string()))?;
+    let set = sched_getaffinity(Pid::from_raw(0)).map_err(|e| CpuError::Read(e.to_string()))?;
     let cpus =
         (0..nix::sched::CpuSet::count().min(MAX_CPU + 1)).filter(|&c| set.is_set(c) == Ok(true));
     CpuList::new(cpus)
@@ -149,10 +151,9 @@ pub fn pin_process(cpus: &CpuList) -> Result<(), CpuError> {
     for cpu in cpus.iter() {
         set.set(cpu).map_err(|_| CpuError::TooHigh(cpu))?;
     }
-    let tasks =
-        std::fs::read_dir("/proc/self/task").map_err(|e| CpuError::Pin(0, e.to_string()))?;
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| CpuError::Read(e.to_string()))?;
     for task in tasks {
-        let task = task.map_err(|e| CpuError::Pin(0, e.to_string()))?;
+        let task = task.map_err(|e| CpuError::Read(e.to_string()))?;
         let Some(tid) = task
             .file_name()
             .to_str()
