@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::Context;
 use oa_receipts::ReceiptKey;
+use oa_service::cpus::{CpuError, CpuList};
 use oa_testkit::DevKeyring;
 use tokio::process::{Child, Command};
 
@@ -104,21 +105,23 @@ fn cpu_weight(name: &str) -> u32 {
     }
 }
 
-/// The CPU each instance is pinned to, in order, or `None` for no pinning.
+/// The CPU each instance is pinned to, in order, or `None` for no pinning. `allowed` is what
+/// `oa up` may run on ([`oa_service::cpus::allowed`]).
 fn cpu_plan(
     pinning: CpuPinning,
     postgres: bool,
     names: &[&str],
+    allowed: Result<CpuList, CpuError>,
 ) -> anyhow::Result<Option<Vec<usize>>> {
     if pinning == CpuPinning::Off || postgres {
         return Ok(None);
     }
-    let cpus = match oa_service::cpus::allowed() {
+    let cpus = match allowed {
         Ok(cpus) => cpus,
-        Err(oa_service::cpus::CpuError::Unsupported) => return Ok(None),
+        Err(CpuError::Unsupported) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if cpus.len() < 2 {
+    if cpus.iter().nth(1).is_none() {
         return Ok(None);
     }
     let weights: Vec<u32> = names.iter().map(|n| cpu_weight(n)).collect();
@@ -270,7 +273,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let names: Vec<&str> = instances.iter().map(|i| i.0).collect();
-    let pins = cpu_plan(args.cpu_pinning, databases.is_some(), &names)?;
+    let pins = cpu_plan(
+        args.cpu_pinning,
+        databases.is_some(),
+        &names,
+        oa_service::cpus::allowed(),
+    )?;
     let mut running = Vec::new();
     for (i, &(name, r, port)) in instances.iter().enumerate() {
         let database_url = match &databases {
@@ -585,4 +593,38 @@ async fn postgres_databases(
         urls.insert(name, url.to_string());
     }
     Ok(urls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_suite_is_pinned_only_with_two_cpus_or_more() {
+        let names = NAMES;
+        let two: CpuList = "0-1".parse().unwrap();
+        let plan = |pinning, postgres, allowed| cpu_plan(pinning, postgres, &names, allowed);
+        assert_eq!(
+            plan(CpuPinning::Auto, false, Ok(two.clone())).unwrap(),
+            Some(vec![0, 1, 0, 1, 0])
+        );
+        assert_eq!(plan(CpuPinning::Off, false, Ok(two.clone())).unwrap(), None);
+        assert_eq!(plan(CpuPinning::Auto, true, Ok(two)).unwrap(), None);
+        assert_eq!(
+            plan(CpuPinning::Auto, false, Ok("3".parse().unwrap())).unwrap(),
+            None
+        );
+        assert_eq!(
+            plan(CpuPinning::Auto, false, Err(CpuError::Unsupported)).unwrap(),
+            None
+        );
+        assert!(
+            plan(
+                CpuPinning::Auto,
+                false,
+                Err(CpuError::Read("denied".into()))
+            )
+            .is_err()
+        );
+    }
 }

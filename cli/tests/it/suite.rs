@@ -191,8 +191,8 @@ async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
     // With two CPUs or more, every thread of each service runs on one CPU, heaviest services
     // apart: treasury alone with the lightest, Hydra and the executor together.
     let allowed: oa_service::cpus::CpuList = own_cpus().parse().unwrap();
-    if allowed.len() >= 2 {
-        let cpus: Vec<usize> = allowed.iter().collect();
+    let cpus: Vec<usize> = allowed.iter().collect();
+    if cpus.len() >= 2 {
         for (svc, cpu) in [
             ("treasury", cpus[0]),
             ("hydra", cpus[1]),

@@ -45,16 +45,9 @@ impl CpuList {
         Ok(Self(set))
     }
 
+    /// The CPUs, lowest first (never none: a list holds at least one).
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.0.iter().copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

@@ -316,21 +316,25 @@ impl Treasury {
             .unwrap()
     }
 
-    /// Every event of treasury's payment topic, in order.
-    pub async fn events(&self) -> Vec<Value> {
+    /// GET `path` with an operator token holding `scope`; the body of its 200 answer.
+    async fn get_ok(&self, scope: &str, path: &str) -> Value {
         let token = self
             .ring
-            .operator_token("treasury", &["events:read"], Duration::from_secs(60))
+            .operator_token("treasury", &[scope], Duration::from_secs(60))
             .unwrap();
-        let (status, v) = self
-            .call(
-                "GET",
+        let (status, v) = self.call("GET", path, Some(&token), None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v
+    }
+
+    /// Every event of treasury's payment topic, in order.
+    pub async fn events(&self) -> Vec<Value> {
+        let v = self
+            .get_ok(
+                "events:read",
                 "/v1/events?topic=treasury.payments&after_seq=0&limit=1000",
-                Some(&token),
-                None,
             )
             .await;
-        assert_eq!(status, StatusCode::OK, "{v}");
         v["events"].as_array().unwrap().clone()
     }
 
@@ -346,19 +350,9 @@ impl Treasury {
 
     /// Treasury's receipt log as exported, checked to be one valid chain from index 0.
     pub async fn receipt_chain(&self) -> Vec<oa_receipts::Receipt> {
-        let token = self
-            .ring
-            .operator_token("treasury", &["receipts:read"], Duration::from_secs(60))
-            .unwrap();
-        let (status, export) = self
-            .call(
-                "GET",
-                "/v1/receipts?from_log_index=0&limit=1000",
-                Some(&token),
-                None,
-            )
+        let export = self
+            .get_ok("receipts:read", "/v1/receipts?from_log_index=0&limit=1000")
             .await;
-        assert_eq!(status, StatusCode::OK, "{export}");
         let receipts: Vec<oa_receipts::Receipt> = export["receipts"]
             .as_array()
             .unwrap()
