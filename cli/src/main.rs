@@ -18,6 +18,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: oa_service::runtime::Allocator = oa_service::runtime::Allocator;
+
 #[derive(Parser)]
 #[command(
     name = "oa",
@@ -165,9 +168,30 @@ enum Serve {
     LightningOps(lightning_ops::Config),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `oa serve` runs a service on the runtime its `--worker-threads` asks for; the rest of the
+    // command line on tokio's default.
+    let worker_threads = match &cli.command {
+        Command::Serve(svc) => match svc.as_ref() {
+            Serve::Treasury(c) => c.common.worker_threads,
+            Serve::Hydra(c) => c.common.worker_threads,
+            Serve::Aegis(c) => c.common.worker_threads,
+            Serve::WalletExecutor(c) => c.common.worker_threads,
+            Serve::LightningOps(c) => c.common.worker_threads,
+        },
+        _ => None,
+    };
+    match oa_service::runtime::build(worker_threads) {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Demo(args) => demo::run(args).await,

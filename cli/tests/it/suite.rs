@@ -146,14 +146,14 @@ pub(crate) fn oa(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// The tokio worker threads `oa up` gave a running service (`TOKIO_WORKER_THREADS` in its
-/// environment, which tokio's runtime reads).
+/// The threads `oa up` gave a running service for its tasks (`OA_WORKER_THREADS` in its
+/// environment, its `--worker-threads`).
 fn worker_threads(up: &Up, svc: &str) -> Option<String> {
     let pid = up.suite["services"][svc]["pid"].as_u64()?;
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     environ
         .split(|b| *b == 0)
-        .find_map(|kv| kv.strip_prefix(b"TOKIO_WORKER_THREADS="))
+        .find_map(|kv| kv.strip_prefix(b"OA_WORKER_THREADS="))
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
@@ -186,7 +186,7 @@ pub(crate) fn own_cpus() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
     let up = Up::start();
-    // One worker thread each by default: the processes share the machine.
+    // One thread each for its tasks by default: the processes share the machine.
     assert_eq!(worker_threads(&up, "treasury").as_deref(), Some("1"));
     // With two CPUs or more, every thread of each service runs on one CPU, heaviest services
     // apart: treasury alone with the lightest, Hydra and the executor together.
@@ -524,6 +524,18 @@ fn a_bad_cpu_list_is_refused_before_the_service_starts() {
         let (ok, out) = oa(&["serve", "treasury", "--cpus", list]);
         assert!(!ok, "{list:?}: {out}");
         assert!(out.contains(why), "{list:?}: {out}");
+    }
+}
+
+#[test]
+fn a_bad_thread_count_is_refused_before_the_service_starts() {
+    for threads in ["0", "257", "two"] {
+        let (ok, out) = oa(&["serve", "hydra", "--worker-threads", threads]);
+        assert!(!ok, "{threads}: {out}");
+        assert!(
+            out.contains(&format!("invalid value '{threads}' for '--worker-threads")),
+            "{threads}: {out}"
+        );
     }
 }
 

@@ -58,6 +58,12 @@ pub struct CommonArgs {
     /// hand-off wakes no other core. `oa up` pins each service of the embedded suite.
     #[arg(long, env = "OA_CPUS")]
     pub cpus: Option<CpuList>,
+    /// Threads that run the service's tasks (default: one per CPU). `1` runs every task on the
+    /// main thread, so none is handed between threads: the cheapest when the service has one
+    /// CPU or shares the machine, as in `oa up`.
+    #[arg(long, env = "OA_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::runtime::MAX_WORKER_THREADS)))]
+    pub worker_threads: Option<u16>,
 }
 
 /// The key material a service runs with.

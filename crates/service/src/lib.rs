@@ -10,6 +10,7 @@
 //!   history, inclusion and consistency proofs;
 //! - [`events`]: the event stream (HTTP pages and a WebSocket that replays then follows);
 //! - [`serve`]: graceful shutdown on SIGINT/SIGTERM;
+//! - [`runtime`]: the allocator and the tokio runtime every service binary runs on;
 //! - [`Clock`]: time behind a trait, so tests control it.
 
 pub mod audit;
@@ -27,6 +28,7 @@ pub mod openapi;
 pub mod peer;
 pub mod receipts;
 mod router;
+pub mod runtime;
 mod scope;
 mod serve;
 pub mod tracker;

@@ -1,6 +1,9 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    hydra::run(hydra::Config::parse()).await
+#[global_allocator]
+static ALLOCATOR: oa_service::runtime::Allocator = oa_service::runtime::Allocator;
+
+fn main() -> anyhow::Result<()> {
+    let config = hydra::Config::parse();
+    oa_service::runtime::build(config.common.worker_threads)?.block_on(hydra::run(config))
 }

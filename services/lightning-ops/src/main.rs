@@ -1,6 +1,9 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    lightning_ops::run(lightning_ops::Config::parse()).await
+#[global_allocator]
+static ALLOCATOR: oa_service::runtime::Allocator = oa_service::runtime::Allocator;
+
+fn main() -> anyhow::Result<()> {
+    let config = lightning_ops::Config::parse();
+    oa_service::runtime::build(config.common.worker_threads)?.block_on(lightning_ops::run(config))
 }

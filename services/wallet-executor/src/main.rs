@@ -1,6 +1,9 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    wallet_executor::run(wallet_executor::Config::parse()).await
+#[global_allocator]
+static ALLOCATOR: oa_service::runtime::Allocator = oa_service::runtime::Allocator;
+
+fn main() -> anyhow::Result<()> {
+    let config = wallet_executor::Config::parse();
+    oa_service::runtime::build(config.common.worker_threads)?.block_on(wallet_executor::run(config))
 }
