@@ -231,6 +231,30 @@ async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
         w[0].body["payment_hash"].as_str().unwrap()
     );
     assert_eq!(paid["payment"]["payment_hash"], w[0].body["payment_hash"]);
+    // The payment's transactions show in the use of treasury's writer (`/metrics`).
+    let metrics = reqwest::get(format!("{}/metrics", up.url("treasury")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(counter("oa_db_writer_loans_total") >= 2.0, "{metrics}");
+    assert!(
+        counter("oa_db_writer_held_seconds_total") > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        counter("oa_db_writer_wait_seconds_total") >= 0.0,
+        "{metrics}"
+    );
 
     // Replay: the same answer, and nothing paid twice.
     let (status2, again) = post(&pay_url, Some(&token), &request).await;

@@ -76,13 +76,17 @@ impl Base {
             .copied()
             .collect();
         let ready_db = self.db.clone();
-        let mut r = ServiceRouter::new(self.service, api, Arc::new(Metrics::new()))
-            .routes(&all)
-            .timeout(self.request_timeout)
-            .readiness(Arc::new(move || {
-                let db = ready_db.clone();
-                Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
-            }));
+        let mut r = ServiceRouter::new(
+            self.service,
+            api,
+            Arc::new(Metrics::new().with_db(self.db.clone())),
+        )
+        .routes(&all)
+        .timeout(self.request_timeout)
+        .readiness(Arc::new(move || {
+            let db = ready_db.clone();
+            Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
+        }));
         if let Some(s) = stats {
             r = r.stats(s);
         }

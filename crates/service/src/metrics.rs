@@ -8,9 +8,16 @@ use std::{
     time::Duration,
 };
 
+use oa_store::Db;
 use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        TypedMetric,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        histogram::Histogram,
+    },
     registry::Registry,
 };
 
@@ -82,6 +89,17 @@ impl Metrics {
             latency,
             totals: Totals::default(),
         }
+    }
+
+    /// Adds the use of `db`'s writing connection, read at each scrape:
+    /// `oa_db_writer_loans_total`, `oa_db_writer_wait_seconds_total` and
+    /// `oa_db_writer_held_seconds_total`. On SQLite, the held rate nearing 1 (second per
+    /// second) means writes queue behind the one writer.
+    #[must_use]
+    pub fn with_db(mut self, db: Db) -> Self {
+        self.registry
+            .register_collector(Box::new(WriterCollector(db)));
+        self
     }
 
     /// For a service to register its own metrics before it starts serving.
@@ -157,5 +175,41 @@ impl Metrics {
             "latency_p50_ms_at_most": quantile(500),
             "latency_p99_ms_at_most": quantile(990),
         })
+    }
+}
+
+#[derive(Debug)]
+struct WriterCollector(Db);
+
+impl Collector for WriterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let used = self.0.writer_use();
+        let loans = ConstCounter::new(used.lends);
+        loans.encode(encoder.encode_descriptor(
+            "db_writer_loans",
+            "Write transactions begun and other loans of the writing connection",
+            None,
+            ConstCounter::<u64>::TYPE,
+        )?)?;
+        for (name, help, time) in [
+            (
+                "db_writer_wait_seconds",
+                "Time spent waiting for the writing connection",
+                used.waited,
+            ),
+            (
+                "db_writer_held_seconds",
+                "Time the writing connection was held",
+                used.held,
+            ),
+        ] {
+            ConstCounter::new(time.as_secs_f64()).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::<f64>::TYPE,
+            )?)?;
+        }
+        Ok(())
     }
 }

@@ -9,8 +9,11 @@
 
 use std::{
     ops::{Deref, DerefMut},
-    sync::{Arc, Once},
-    time::Duration,
+    sync::{
+        Arc, Once,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use sqlx::{
@@ -25,8 +28,45 @@ use crate::{MigrationSet, StoreError, migrate};
 
 type Manager = <Any as Database>::TransactionManager;
 
-/// A connection that may write: SQLite's writer or a pooled PostgreSQL connection.
-pub struct Writer(Held);
+/// A connection that may write: SQLite's writer or a pooled PostgreSQL connection. Its time
+/// held counts towards [`Db::writer_use`] when it is dropped.
+pub struct Writer {
+    held: Held,
+    since: Instant,
+    counters: Arc<UseCounters>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.counters
+            .held_ns
+            .fetch_add(nanos(self.since.elapsed()), Ordering::Relaxed);
+    }
+}
+
+/// How the connections that write have been used since the database was opened (what
+/// `/metrics` reports as `oa_db_writer_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterUse {
+    /// Transactions begun and [`Db::writer`] loans.
+    pub lends: u64,
+    /// Time callers waited for the connection (on SQLite, queued behind other writes).
+    pub waited: Duration,
+    /// Time the connection was held. On SQLite there is one writer: `held` growing by about a
+    /// second each second means every write queues behind it.
+    pub held: Duration,
+}
+
+#[derive(Debug, Default)]
+struct UseCounters {
+    lends: AtomicU64,
+    waited_ns: AtomicU64,
+    held_ns: AtomicU64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
 
 enum Held {
     Pooled(PoolConnection<Any>),
@@ -37,7 +77,7 @@ impl Deref for Writer {
     type Target = AnyConnection;
 
     fn deref(&self) -> &AnyConnection {
-        match &self.0 {
+        match &self.held {
             Held::Pooled(c) => c,
             Held::Writer(c) => c,
         }
@@ -46,7 +86,7 @@ impl Deref for Writer {
 
 impl DerefMut for Writer {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        match &mut self.0 {
+        match &mut self.held {
             Held::Pooled(c) => c,
             Held::Writer(c) => c,
         }
@@ -131,6 +171,7 @@ pub struct Db {
     backend: Backend,
     /// SQLite's writer; `None` inside once the database is closed.
     writer: Option<Arc<Mutex<Option<AnyConnection>>>>,
+    counters: Arc<UseCounters>,
 }
 
 impl std::fmt::Debug for Db {
@@ -205,6 +246,7 @@ impl Db {
             pool,
             backend,
             writer,
+            counters: Arc::default(),
         })
     }
 
@@ -233,16 +275,37 @@ impl Db {
     /// A connection that may write, outside a transaction: each statement commits by itself.
     /// On SQLite it is the writer, so hold it briefly.
     pub async fn writer(&self) -> Result<Writer, StoreError> {
-        match &self.writer {
+        let asked = Instant::now();
+        let held = match &self.writer {
             Some(w) => {
                 let guard = tokio::time::timeout(self.acquire_timeout(), w.clone().lock_owned())
                     .await
                     .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
                 let conn = OwnedMutexGuard::try_map(guard, Option::as_mut)
                     .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-                Ok(Writer(Held::Writer(conn)))
+                Held::Writer(conn)
             }
-            None => Ok(Writer(Held::Pooled(self.pool.acquire().await?))),
+            None => Held::Pooled(self.pool.acquire().await?),
+        };
+        let since = Instant::now();
+        let c = &self.counters;
+        c.lends.fetch_add(1, Ordering::Relaxed);
+        c.waited_ns
+            .fetch_add(nanos(since.duration_since(asked)), Ordering::Relaxed);
+        Ok(Writer {
+            held,
+            since,
+            counters: self.counters.clone(),
+        })
+    }
+
+    /// How the connections that write have been used so far (clones of a `Db` share it).
+    pub fn writer_use(&self) -> WriterUse {
+        let c = &self.counters;
+        WriterUse {
+            lends: c.lends.load(Ordering::Relaxed),
+            waited: Duration::from_nanos(c.waited_ns.load(Ordering::Relaxed)),
+            held: Duration::from_nanos(c.held_ns.load(Ordering::Relaxed)),
         }
     }
 

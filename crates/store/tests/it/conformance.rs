@@ -527,3 +527,37 @@ async fn transactions_share_the_writer_and_reads_run_beside_them() {
     })
     .await;
 }
+
+/// Every loan of the writing connection is counted with how long it was held; on SQLite, with
+/// one writer, how long a second transaction waited behind the first.
+#[tokio::test]
+async fn the_writers_loans_waits_and_holds_are_counted() {
+    use std::time::Duration;
+    each_backend(|db| async move {
+        let before = db.writer_use();
+        let hold = Duration::from_millis(30);
+        let first = db.begin().await.unwrap();
+        let mut second = Box::pin(db.begin());
+        if db.backend() == oa_store::Backend::Sqlite {
+            // Polled for `hold`: queued behind `first` all that time.
+            assert!(
+                tokio::time::timeout(hold, &mut second).await.is_err(),
+                "one writer"
+            );
+        } else {
+            tokio::time::sleep(hold).await;
+        }
+        first.commit().await.unwrap();
+        let second = second.await.unwrap();
+        second.rollback().await.unwrap();
+        let after = db.writer_use();
+        assert_eq!(after.lends - before.lends, 2);
+        assert!(after.held - before.held >= hold, "{before:?} {after:?}");
+        if db.backend() == oa_store::Backend::Sqlite {
+            assert!(after.waited - before.waited >= hold, "{before:?} {after:?}");
+        }
+        // Clones share the counts.
+        assert_eq!(db.clone().writer_use(), after);
+    })
+    .await;
+}
