@@ -184,7 +184,7 @@ struct WriterCollector(Db);
 impl Collector for WriterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let used = self.0.writer_use();
-        let loans = ConstCounter::new(used.lends);
+        let loans = ConstCounter::new(used.loans);
         loans.encode(encoder.encode_descriptor(
             "db_writer_loans",
             "Write transactions begun and other loans of the writing connection",

@@ -48,9 +48,10 @@ impl Drop for Writer {
 /// `/metrics` reports as `oa_db_writer_*`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriterUse {
-    /// Transactions begun and [`Db::writer`] loans.
-    pub lends: u64,
-    /// Time callers waited for the connection (on SQLite, queued behind other writes).
+    /// Transactions begun and [`Db::writer`] loans (those that got the connection).
+    pub loans: u64,
+    /// Time callers waited for the connection (on SQLite, queued behind other writes), also
+    /// when the wait timed out.
     pub waited: Duration,
     /// Time the connection was held. On SQLite there is one writer: `held` growing by about a
     /// second each second means every write queues behind it.
@@ -59,7 +60,7 @@ pub struct WriterUse {
 
 #[derive(Debug, Default)]
 struct UseCounters {
-    lends: AtomicU64,
+    loans: AtomicU64,
     waited_ns: AtomicU64,
     held_ns: AtomicU64,
 }
@@ -276,22 +277,28 @@ impl Db {
     /// On SQLite it is the writer, so hold it briefly.
     pub async fn writer(&self) -> Result<Writer, StoreError> {
         let asked = Instant::now();
-        let held = match &self.writer {
-            Some(w) => {
-                let guard = tokio::time::timeout(self.acquire_timeout(), w.clone().lock_owned())
-                    .await
-                    .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
-                let conn = OwnedMutexGuard::try_map(guard, Option::as_mut)
-                    .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-                Held::Writer(conn)
-            }
-            None => Held::Pooled(self.pool.acquire().await?),
-        };
+        let held = async {
+            Ok::<_, StoreError>(match &self.writer {
+                Some(w) => {
+                    let guard =
+                        tokio::time::timeout(self.acquire_timeout(), w.clone().lock_owned())
+                            .await
+                            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
+                    let conn = OwnedMutexGuard::try_map(guard, Option::as_mut)
+                        .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+                    Held::Writer(conn)
+                }
+                None => Held::Pooled(self.pool.acquire().await?),
+            })
+        }
+        .await;
+        // A wait that timed out counts too: it is the worst of them.
         let since = Instant::now();
         let c = &self.counters;
-        c.lends.fetch_add(1, Ordering::Relaxed);
         c.waited_ns
             .fetch_add(nanos(since.duration_since(asked)), Ordering::Relaxed);
+        let held = held?;
+        c.loans.fetch_add(1, Ordering::Relaxed);
         Ok(Writer {
             held,
             since,
@@ -303,7 +310,7 @@ impl Db {
     pub fn writer_use(&self) -> WriterUse {
         let c = &self.counters;
         WriterUse {
-            lends: c.lends.load(Ordering::Relaxed),
+            loans: c.loans.load(Ordering::Relaxed),
             waited: Duration::from_nanos(c.waited_ns.load(Ordering::Relaxed)),
             held: Duration::from_nanos(c.held_ns.load(Ordering::Relaxed)),
         }

@@ -551,7 +551,7 @@ async fn the_writers_loans_waits_and_holds_are_counted() {
         let second = second.await.unwrap();
         second.rollback().await.unwrap();
         let after = db.writer_use();
-        assert_eq!(after.lends - before.lends, 2);
+        assert_eq!(after.loans - before.loans, 2);
         assert!(after.held - before.held >= hold, "{before:?} {after:?}");
         if db.backend() == oa_store::Backend::Sqlite {
             assert!(after.waited - before.waited >= hold, "{before:?} {after:?}");
@@ -560,4 +560,41 @@ async fn the_writers_loans_waits_and_holds_are_counted() {
         assert_eq!(db.clone().writer_use(), after);
     })
     .await;
+}
+
+/// A wait for SQLite's writer that times out is refused, typed, and still counted as waiting
+/// (it is the worst wait there is), but not as a loan.
+#[tokio::test]
+async fn a_wait_for_the_writer_that_times_out_is_counted() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("w.db").display());
+    let timeout = Duration::from_millis(50);
+    let db = Db::connect(
+        &url,
+        &oa_store::DbOptions {
+            max_connections: 1,
+            acquire_timeout: timeout,
+        },
+    )
+    .await
+    .unwrap();
+    let held = db.begin().await.unwrap();
+    let before = db.writer_use();
+    let refused = db.begin().await.err().expect("the writer is held");
+    assert!(
+        matches!(
+            refused,
+            oa_store::StoreError::Database(sqlx::Error::PoolTimedOut)
+        ),
+        "{refused:?}"
+    );
+    let after = db.writer_use();
+    assert_eq!(after.loans, before.loans);
+    assert!(
+        after.waited - before.waited >= timeout,
+        "{before:?} {after:?}"
+    );
+    held.rollback().await.unwrap();
+    db.close().await;
 }
