@@ -13,18 +13,25 @@ pub use tikv_jemallocator::Jemalloc as Allocator;
 /// Most threads a service's runtime may be given (`--worker-threads`).
 pub const MAX_WORKER_THREADS: u16 = 256;
 
+/// The name of a multi-thread runtime's threads (its workers and its blocking pool).
+pub const WORKER_THREAD_NAME: &str = "oa-worker";
+/// The name of a current-thread runtime's blocking-pool threads (its tasks run on the caller's).
+pub const BLOCKING_THREAD_NAME: &str = "oa-blocking";
+
 /// The runtime for `worker_threads` threads: `None`, one per CPU (or tokio's
 /// `TOKIO_WORKER_THREADS`); `1`, every task on the calling thread (tokio's current-thread
 /// scheduler, so no task is handed between threads); more, that many worker threads.
 pub fn build(worker_threads: Option<u16>) -> io::Result<Runtime> {
-    match worker_threads {
-        Some(1) => Builder::new_current_thread().enable_all().build(),
-        Some(n) => Builder::new_multi_thread()
-            .worker_threads(usize::from(n))
-            .enable_all()
-            .build(),
-        None => Builder::new_multi_thread().enable_all().build(),
-    }
+    let (mut builder, name) = match worker_threads {
+        Some(1) => (Builder::new_current_thread(), BLOCKING_THREAD_NAME),
+        Some(n) => {
+            let mut b = Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            (b, WORKER_THREAD_NAME)
+        }
+        None => (Builder::new_multi_thread(), WORKER_THREAD_NAME),
+    };
+    builder.thread_name(name).enable_all().build()
 }
 
 #[cfg(test)]
@@ -44,6 +51,17 @@ mod tests {
         assert_eq!(shape(Some(1)), (RuntimeFlavor::CurrentThread, 1));
         assert_eq!(shape(Some(3)), (RuntimeFlavor::MultiThread, 3));
         assert_eq!(shape(None).0, RuntimeFlavor::MultiThread);
+    }
+
+    #[test]
+    fn worker_threads_carry_the_name_operators_and_tests_look_for() {
+        let rt = build(Some(2)).unwrap();
+        let name = rt.block_on(async {
+            tokio::spawn(async { std::thread::current().name().map(str::to_owned) })
+                .await
+                .unwrap()
+        });
+        assert_eq!(name.as_deref(), Some(WORKER_THREAD_NAME));
     }
 
     #[test]
