@@ -112,6 +112,21 @@ pub async fn claim(
     })
 }
 
+/// Whether `(scope, key)` has been claimed (pending or done): read outside any transaction, to
+/// leave work a replay would not do (such as asking a peer for something) undone.
+pub async fn is_claimed(
+    conn: &mut sqlx::AnyConnection,
+    scope: &str,
+    key: &str,
+) -> Result<bool, StoreError> {
+    let found = sqlx::query("SELECT 1 FROM idempotency_keys WHERE scope = $1 AND key = $2")
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(found.is_some())
+}
+
 /// Records which resource (payment, quote, ...) the claimed key created, so an interrupted
 /// request can be resumed from it.
 pub async fn set_resource(

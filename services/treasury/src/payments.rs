@@ -32,12 +32,18 @@
 //! envelope, or an offer whose terms exceed the policy) passes the attempt to the next rail. A
 //! payment Hydra attempted and that failed is final: a payment hash is attempted at most once.
 //!
+//! **Quote first.** A new request (its key unused) that the policy, read before any transaction,
+//! sends straight to Hydra's liquidity asks for its quote first and is created with it, so its
+//! first step pays: one write transaction fewer per payment. A quote reserves nothing, so one the
+//! transaction's own decision does not use (the budgets changed meanwhile) simply expires.
+//!
 //! **Hydra down.** Calls to Hydra use idempotency keys derived from the payment id, so retries,
-//! the tracker and recovery after a restart always ask for the same quote, payment or envelope. A
-//! new attempt whose Hydra calls failed before any quote or envelope existed is undone (its
-//! reservations voided, its row and idempotency key given back) and the caller gets a retryable
-//! `HYDRA_UNAVAILABLE`: nothing is reserved. Later in the attempt, or after an approval, the
-//! tracker keeps trying until the invoice expires.
+//! the tracker and recovery after a restart always ask for the same quote, payment or envelope. If
+//! Hydra does not answer the first quote, nothing is written. A new attempt whose Hydra calls
+//! failed before any quote or envelope existed is undone (its reservations voided, its row and
+//! idempotency key given back). Either way the caller gets a retryable `HYDRA_UNAVAILABLE`, with
+//! nothing reserved. Later in the attempt, or after an approval, the tracker keeps trying until
+//! the invoice expires.
 
 use std::{sync::Arc, time::Duration};
 
@@ -120,6 +126,26 @@ enum Claimed {
 pub struct Stored {
     pub status: StatusCode,
     pub body: serde_json::Value,
+}
+
+/// What [`Payments::create`] reads before its transaction.
+struct Ahead {
+    /// The agent has a budget (or needs none), and every applicable budget's current window is
+    /// known to exist: nothing to create first.
+    prepared: bool,
+    /// The key is new and the policy would send the attempt straight to Hydra's liquidity, so
+    /// its quote is asked for before anything is written (see the module docs).
+    direct: bool,
+}
+
+/// What asking Hydra for a new attempt's quote, before its transaction, gave.
+enum FirstQuote {
+    /// Not asked: the attempt does not start on Hydra's liquidity, or its key was used.
+    NotAsked,
+    /// Recorded with the attempt, so its first step pays.
+    Quoted(String),
+    /// Refused (nothing was sent): the attempt's first step takes the refusal as its own.
+    Refused(ApiError),
 }
 
 /// What one step of an attempt did.
@@ -470,8 +496,33 @@ impl Committer for Finisher {
 }
 
 /// Whether Hydra's routing score orders the attempt's rails (else the rule's order stands).
-fn scores_rails(decision: &Decision, row: &PaymentRow) -> bool {
-    decision.choose == Choose::Score && row.rails.len() >= 2
+fn scores_rails(decision: &Decision, rails: usize) -> bool {
+    decision.choose == Choose::Score && rails >= 2
+}
+
+/// Whether a decision sends a new attempt straight to Hydra's liquidity (its first rail, in the
+/// rule's order).
+fn goes_direct(decision: &Decision) -> bool {
+    decision.outcome == Outcome::Pay
+        && !scores_rails(decision, decision.rails.len())
+        && decision.rails.first() == Some(&Rail::DirectLiquidity)
+}
+
+/// Hydra's quote for an attempt: always under the same key, so every ask gets the same quote.
+fn quote_request(
+    payment_id: &str,
+    invoice: &str,
+    amount: Msat,
+    max_fee: Msat,
+    payer: &str,
+) -> hydra::QuotePayRequest {
+    hydra::QuotePayRequest {
+        idempotency_key: format!("treasury:{payment_id}:quote"),
+        invoice: invoice.to_owned(),
+        amount_msat: amount.as_u64(),
+        max_fee_msat: max_fee.as_u64(),
+        payer_ref: payer.to_owned(),
+    }
 }
 
 fn rail_stage(rail: &str) -> &'static str {
@@ -678,15 +729,15 @@ impl Payments {
         })
     }
 
-    /// Whether a payment by `input`'s agent needs nothing created first: the agent has a budget
-    /// (or needs none), and every applicable budget's current window is known to exist. Read
-    /// outside any transaction, so that the common case leaves the writer alone.
-    async fn prepared(
+    /// What a new request needs before its transaction (see [`Ahead`]). Read outside any
+    /// transaction, so that the common case leaves the writer alone.
+    async fn read_ahead(
         &self,
         ctx: &Context,
         input: &Input,
+        (scope, key): (&str, &str),
         now: u64,
-    ) -> Result<bool, TreasuryError> {
+    ) -> Result<Ahead, TreasuryError> {
         let mut conn = self.conn().await?;
         let budgets = budget::applicable(
             &mut conn,
@@ -697,7 +748,14 @@ impl Payments {
         .await?;
         let has_default =
             self.config.default_budget.is_zero() || budgets.iter().any(|b| b.kind == Kind::Agent);
-        Ok(has_default && self.windows.all_known(&budgets, now)?)
+        let prepared = has_default && self.windows.all_known(&budgets, now)?;
+        let direct = if idempotency::is_claimed(&mut conn, scope, key).await? {
+            false
+        } else {
+            let (decision, _, _) = self.decide_with(&mut conn, ctx, input, budgets).await?;
+            goes_direct(&decision)
+        };
+        Ok(Ahead { prepared, direct })
     }
 
     /// Whether a payment to `payee` has ever succeeded.
@@ -724,13 +782,24 @@ impl Payments {
         ctx: &Context,
         input: &Input,
     ) -> Result<(Decision, Vec<BudgetConfig>, bool), TreasuryError> {
-        let mut budgets = budget::applicable(
+        let budgets = budget::applicable(
             conn,
             &input.agent_id,
             ctx.org.as_deref(),
             input.host.as_deref(),
         )
         .await?;
+        self.decide_with(conn, ctx, input, budgets).await
+    }
+
+    /// [`Payments::decide_in`] with the applicable `budgets` already read.
+    async fn decide_with(
+        &self,
+        conn: &mut AnyConnection,
+        ctx: &Context,
+        input: &Input,
+        mut budgets: Vec<BudgetConfig>,
+    ) -> Result<(Decision, Vec<BudgetConfig>, bool), TreasuryError> {
         if !self.config.default_budget.is_zero() && !budgets.iter().any(|b| b.kind == Kind::Agent) {
             let at = budgets
                 .iter()
@@ -784,7 +853,10 @@ impl Payments {
         let ctx = self.context(&input.agent_id).await?;
         let scope = format!("treasury.payments/{caller}");
         let fingerprint = idempotency::fingerprint(&req)?;
-        if !self.prepared(&ctx, &input, now).await? {
+        let ahead = self
+            .read_ahead(&ctx, &input, (&scope, &req.idempotency_key), now)
+            .await?;
+        if !ahead.prepared {
             // The agent's default budget and the current windows of every applicable budget,
             // committed on their own (see `budget::prepare_windows`); not for a key already
             // used, whose replay or conflict must change nothing.
@@ -815,6 +887,28 @@ impl Payments {
                 self.windows.remember(&budgets, now)?;
             }
         }
+        let payment_id = format!("pay_{}", uuid::Uuid::now_v7().simple());
+        let first = if ahead.direct {
+            let req = quote_request(
+                &payment_id,
+                &input.invoice.bolt11,
+                input.invoice.amount,
+                input.max_fee,
+                &input.agent_id,
+            );
+            match self.hydra.quote_pay(req).await {
+                Ok(resp) => FirstQuote::Quoted(
+                    resp.quote
+                        .ok_or_else(|| corrupt("hydra quote without a quote"))?
+                        .quote_id,
+                ),
+                // Nothing is written yet: the caller retries with the same key.
+                Err(e) if e.retryable => return Err(TreasuryError::Hydra(e)),
+                Err(e) => FirstQuote::Refused(e),
+            }
+        } else {
+            FirstQuote::NotAsked
+        };
         let tx = self.db.begin().await?;
         let mut tx = match self
             .claim(
@@ -831,7 +925,6 @@ impl Payments {
             Claimed::Answer(stored) => return Ok(stored),
         };
         let (mut decision, budgets, _) = self.decide_in(&mut tx, &ctx, &input).await?;
-        let payment_id = format!("pay_{}", uuid::Uuid::now_v7().simple());
         let mut row = PaymentRow {
             payment_id: payment_id.clone(),
             idempotency_scope: scope.clone(),
@@ -906,6 +999,7 @@ impl Payments {
         if let Some(first) = row.rails.first() {
             row.rail = first.clone();
         }
+        let mut refused = None;
         match decision.outcome {
             Outcome::Deny => {
                 row.failure_reason = decision.reason_code.clone();
@@ -947,11 +1041,18 @@ impl Payments {
             Outcome::Pay => {
                 row.state = IN_FLIGHT.into();
                 row.stage = STAGE_START.into();
-                if !scores_rails(&decision, &row) {
+                if !scores_rails(&decision, row.rails.len()) {
                     // The rule's order stands: go straight to the first rail (`choose_rail`
                     // without a step of its own).
                     if let Some(first) = row.rails.first().cloned() {
                         enter_rail(&mut row, &first, &decision, now);
+                    }
+                }
+                if row.stage == STAGE_DIRECT {
+                    match first {
+                        FirstQuote::Quoted(quote_id) => row.quote_id = Some(quote_id),
+                        FirstQuote::Refused(e) => refused = Some(e),
+                        FirstQuote::NotAsked => {}
                     }
                 }
                 store::insert(&mut tx, &row).await?;
@@ -961,7 +1062,16 @@ impl Payments {
                 tx.commit().await?;
             }
         }
-        match self.run_from(row).await {
+        let progress = match refused {
+            // The refusal the first step would get: the next rail or the end, without asking
+            // again.
+            Some(e) => match self.rail_refused(&row, row.clone(), &e).await {
+                Ok(Progress::Continue) => self.run(&payment_id).await,
+                other => other,
+            },
+            None => self.run_from(row).await,
+        };
+        match progress {
             Ok(Progress::Pending) => {
                 self.spawn_tracker(payment_id.clone());
                 self.stored(&payment_id, StatusCode::ACCEPTED).await
@@ -1122,7 +1232,7 @@ impl Payments {
         let decision = decision_of(row)?;
         let mut next = row.clone();
         let mut event = None;
-        if scores_rails(&decision, row) {
+        if scores_rails(&decision, row.rails.len()) {
             let status = self
                 .hydra
                 .liquidity_status()
@@ -1217,13 +1327,13 @@ impl Payments {
         let quote_id = match &row.quote_id {
             Some(q) => q.clone(),
             None => {
-                let req = hydra::QuotePayRequest {
-                    idempotency_key: format!("treasury:{}:quote", row.payment_id),
-                    invoice: row.invoice.clone(),
-                    amount_msat: row.amount.as_u64(),
-                    max_fee_msat: row.max_fee.as_u64(),
-                    payer_ref: row.agent_id.clone(),
-                };
+                let req = quote_request(
+                    &row.payment_id,
+                    &row.invoice,
+                    row.amount,
+                    row.max_fee,
+                    &row.agent_id,
+                );
                 match self.hydra.quote_pay(req).await {
                     Ok(resp) => {
                         let q = resp

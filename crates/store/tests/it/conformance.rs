@@ -35,6 +35,16 @@ async fn migrations_are_idempotent() {
 #[tokio::test]
 async fn idempotency_claim_replays_and_detects_conflicts() {
     each_backend(|db| async move {
+        let claimed = |scope: &'static str| {
+            let db = db.clone();
+            async move {
+                let mut conn = db.reader().await.unwrap();
+                idempotency::is_claimed(&mut conn, scope, "k1")
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(!claimed("s").await);
         let mut tx = db.begin().await.unwrap();
         assert_eq!(
             idempotency::claim(&mut tx, "s", "k1", "fp1", 1)
@@ -43,6 +53,8 @@ async fn idempotency_claim_replays_and_detects_conflicts() {
             Claim::New
         );
         tx.commit().await.unwrap();
+        assert!(claimed("s").await);
+        assert!(!claimed("other").await);
 
         let mut tx = db.begin().await.unwrap();
         assert_eq!(
@@ -64,6 +76,7 @@ async fn idempotency_claim_replays_and_detects_conflicts() {
             .await
             .unwrap();
         tx.commit().await.unwrap();
+        assert!(claimed("s").await, "a completed key stays claimed");
 
         let mut tx = db.begin().await.unwrap();
         assert_eq!(

@@ -57,7 +57,8 @@ async fn pays_within_budget_and_settles_to_the_actual_amount() {
     let (status, _) = t.pay("k1", "agent-new", &inv, 1_000).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(t.budgets("agent", "agent-new").await.is_empty());
-    assert_eq!(t.hydra.pays(), 1);
+    // Nor do a replay and conflicts ask Hydra for anything.
+    assert_eq!((t.hydra.quote_calls(), t.hydra.pays()), (1, 1));
     let id = p["payment_id"].as_str().unwrap();
     let (status, got) = t
         .call(
@@ -68,6 +69,26 @@ async fn pays_within_budget_and_settles_to_the_actual_amount() {
         )
         .await;
     assert_eq!((status, &got), (StatusCode::OK, &body));
+}
+
+/// A payment the policy sends straight to Hydra's liquidity asks for its quote before its
+/// transaction and is created with it: it writes twice, once to start and once to end.
+#[tokio::test]
+async fn a_direct_payment_is_created_with_its_quote_and_writes_twice() {
+    let t = Treasury::start(100_000).await;
+    // The first payment also creates the agent's default budget and its window.
+    let (status, _) = t
+        .pay("k0", "agent-1", &invoice(1_000, Network::Regtest, HOUR), 10)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let before = t.payments.db.writer_use().loans;
+    let (status, body) = t
+        .pay("k1", "agent-1", &invoice(2_000, Network::Regtest, HOUR), 10)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["payment"]["state"], "PAYMENT_STATE_SUCCEEDED");
+    assert_eq!(t.payments.db.writer_use().loans - before, 2);
+    assert_eq!((t.hydra.quote_calls(), t.hydra.pays()), (2, 2));
 }
 
 #[tokio::test]
