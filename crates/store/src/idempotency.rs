@@ -68,16 +68,31 @@ pub async fn claim(
     fingerprint: &str,
     now_ms: u64,
 ) -> Result<Claim, StoreError> {
+    claim_for(conn, scope, key, fingerprint, None, now_ms).await
+}
+
+/// [`claim`], recording with a new claim the resource the request will create (as
+/// [`set_resource`] would, in the same statement), when its id is known up front.
+pub async fn claim_for(
+    conn: &mut sqlx::AnyConnection,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+    resource_id: Option<&str>,
+    now_ms: u64,
+) -> Result<Claim, StoreError> {
     let now = i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?;
     let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key, fingerprint, state, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, 'pending', $4, $4)
+        "INSERT INTO idempotency_keys
+           (scope, key, fingerprint, state, resource_id, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, 'pending', $5, $4, $4)
          ON CONFLICT (scope, key) DO NOTHING",
     )
     .bind(scope)
     .bind(key)
     .bind(fingerprint)
     .bind(now)
+    .bind(resource_id)
     .execute(&mut *conn)
     .await?
     .rows_affected();

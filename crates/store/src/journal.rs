@@ -25,6 +25,10 @@ pub struct Event {
 }
 
 /// Appends an event to `topic` in the caller's transaction; returns its `seq` (1-based).
+///
+/// One round trip: the head's upsert (which takes its row lock on PostgreSQL) and the event's
+/// insert go together, as a data-modifying `WITH` on PostgreSQL and as one command of two
+/// statements on SQLite (which has no `INSERT` inside `WITH`, and holds the write lock anyway).
 pub async fn append(
     conn: &mut sqlx::AnyConnection,
     topic: &str,
@@ -32,26 +36,40 @@ pub async fn append(
     payload: &serde_json::Value,
     now_ms: u64,
 ) -> Result<u64, StoreError> {
-    let seq: i64 = sqlx::query_scalar::<Any, i64>(
-        "INSERT INTO event_heads (topic, last_seq) VALUES ($1, 1)
-         ON CONFLICT (topic) DO UPDATE SET last_seq = event_heads.last_seq + 1
-         RETURNING last_seq",
-    )
-    .bind(topic)
-    .fetch_one(&mut *conn)
-    .await?;
+    const SQLITE: &str = "INSERT INTO event_heads (topic, last_seq) VALUES ($1, 1)
+         ON CONFLICT (topic) DO UPDATE SET last_seq = event_heads.last_seq + 1;
+         INSERT INTO events (topic, seq, kind, payload, created_at_ms)
+         SELECT $1, last_seq, $2, $3, $4 FROM event_heads WHERE topic = $1
+         RETURNING seq";
+    const POSTGRES: &str = "WITH head AS (
+           INSERT INTO event_heads (topic, last_seq) VALUES ($1, 1)
+           ON CONFLICT (topic) DO UPDATE SET last_seq = event_heads.last_seq + 1
+           RETURNING last_seq)
+         INSERT INTO events (topic, seq, kind, payload, created_at_ms)
+         SELECT $1, last_seq, $2, $3, $4 FROM head
+         RETURNING seq";
     let payload = serde_json::to_string(payload)
         .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?;
-    sqlx::query(
-        "INSERT INTO events (topic, seq, kind, payload, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(topic)
-    .bind(seq)
-    .bind(kind)
-    .bind(payload)
-    .bind(i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?)
-    .execute(&mut *conn)
-    .await?;
+    let sql = if crate::sql::is_sqlite(conn) {
+        SQLITE
+    } else {
+        POSTGRES
+    };
+    // `fetch_all`, not `fetch_one`: on SQLite a command stops at its first row, and every
+    // statement of this one must run.
+    let seqs: Vec<i64> = sqlx::query_scalar::<Any, i64>(sql)
+        .bind(topic)
+        .bind(kind)
+        .bind(payload)
+        .bind(i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?)
+        .fetch_all(&mut *conn)
+        .await?;
+    let [seq] = seqs[..] else {
+        return Err(StoreError::Corrupt(format!(
+            "appending an event gave {} sequence numbers",
+            seqs.len()
+        )));
+    };
     u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))
 }
 

@@ -69,7 +69,8 @@ impl ReceiptLog {
     /// Starts appending several receipts in the caller's transaction: locks the issuer's head
     /// row (until the transaction ends) and reads it. Seal receipts with [`Batch::seal`], then
     /// write them all with [`Batch::store`]; a batch dropped without `store` leaves the log as
-    /// it was. Costs three statements however many receipts the batch holds.
+    /// it was. Costs two round trips however many receipts the batch holds (up to
+    /// `RECEIPTS_PER_STATEMENT`).
     pub async fn batch(&self, conn: &mut sqlx::AnyConnection) -> Result<Batch<'_>, StoreError> {
         // Creates the head on the first append; otherwise a no-op update, which takes the head's
         // row lock on PostgreSQL (SQLite holds the database write lock already) and reads it, in
@@ -247,19 +248,41 @@ impl Batch<'_> {
         self.sealed.is_empty()
     }
 
-    /// Writes the sealed receipts and moves the head past them, in the batch's transaction.
+    /// Writes the sealed receipts and moves the head past them, in the batch's transaction. The
+    /// last (usually the only) insert and the head's update are one round trip: a
+    /// data-modifying `WITH` on PostgreSQL, one command of two statements on SQLite.
     pub async fn store(self, conn: &mut sqlx::AnyConnection) -> Result<Vec<Receipt>, StoreError> {
         let Some(last) = self.sealed.last() else {
             return Ok(self.sealed);
         };
         let sqlite = crate::sql::is_sqlite(conn);
-        for chunk in self.sealed.chunks(RECEIPTS_PER_STATEMENT) {
-            let sql = format!(
+        let size = i64::try_from(last.log_index + 1)
+            .map_err(|_| StoreError::Corrupt("receipt log size overflow".into()))?;
+        let chunks = self.sealed.chunks(RECEIPTS_PER_STATEMENT);
+        let n = chunks.len();
+        for (i, chunk) in chunks.enumerate() {
+            let insert = format!(
                 "INSERT INTO receipts
                    (issuer, log_index, receipt_id, hash, schema_name, idempotency_key, issued_at_ms, json)
                  VALUES {}",
                 crate::sql::row_placeholders(sqlite, chunk.len(), RECEIPT_COLUMNS)
             );
+            let sql = if i + 1 < n {
+                insert
+            } else {
+                let p = |k| crate::sql::param(sqlite, chunk.len() * RECEIPT_COLUMNS + k);
+                let update = format!(
+                    "UPDATE receipt_heads SET size = {}, head_hash = {} WHERE issuer = {}",
+                    p(1),
+                    p(2),
+                    p(3)
+                );
+                if sqlite {
+                    format!("{insert}; {update}")
+                } else {
+                    format!("WITH stored AS ({insert}) {update}")
+                }
+            };
             let mut q = sqlx::query::<Any>(sqlx::AssertSqlSafe(sql));
             for r in chunk {
                 let json = serde_json::to_string(r)
@@ -279,16 +302,14 @@ impl Batch<'_> {
                         )
                         .bind(json);
             }
+            if i + 1 == n {
+                q = q
+                    .bind(size)
+                    .bind(last.hash.to_string())
+                    .bind(self.log.service.clone());
+            }
             q.execute(&mut *conn).await?;
         }
-        let size = i64::try_from(last.log_index + 1)
-            .map_err(|_| StoreError::Corrupt("receipt log size overflow".into()))?;
-        sqlx::query("UPDATE receipt_heads SET size = $2, head_hash = $3 WHERE issuer = $1")
-            .bind(&self.log.service)
-            .bind(size)
-            .bind(last.hash.to_string())
-            .execute(&mut *conn)
-            .await?;
         Ok(self.sealed)
     }
 }

@@ -913,9 +913,8 @@ impl Payments {
         let mut tx = match self
             .claim(
                 tx,
-                &scope,
-                &req.idempotency_key,
-                &fingerprint,
+                (&scope, &req.idempotency_key, &fingerprint),
+                Some(&payment_id),
                 now,
                 StatusCode::ACCEPTED,
             )
@@ -1031,8 +1030,6 @@ impl Payments {
                 let ttl_ms = ctx.policy.approvals.ttl_secs.saturating_mul(1_000);
                 row.approval_expires_at_ms = Some(now.saturating_add(ttl_ms));
                 store::insert(&mut tx, &row).await?;
-                idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, &payment_id)
-                    .await?;
                 self.event(&mut tx, "payment.pending_approval", &row, now)
                     .await?;
                 tx.commit().await?;
@@ -1056,8 +1053,6 @@ impl Payments {
                     }
                 }
                 store::insert(&mut tx, &row).await?;
-                idempotency::set_resource(&mut tx, &scope, &req.idempotency_key, &payment_id)
-                    .await?;
                 self.event(&mut tx, "payment.in_flight", &row, now).await?;
                 tx.commit().await?;
             }
@@ -1704,19 +1699,19 @@ impl Payments {
     }
 
     /// The current answer for a payment; in-flight and waiting attempts answer 202.
-    /// Claims the request's idempotency key inside `tx`. A new request gets the transaction
-    /// back to do its work in; otherwise the caller's answer: the stored response, or the
-    /// attempt as it stands (with `in_progress`) while its first request is still running.
+    /// Claims the request's idempotency key (scope, key, fingerprint) inside `tx`, recording
+    /// the attempt it creates if already known. A new request gets the transaction back to do
+    /// its work in; otherwise the caller's answer: the stored response, or the attempt as it
+    /// stands (with `in_progress`) while its first request is still running.
     async fn claim(
         &self,
         mut tx: Tx,
-        scope: &str,
-        key: &str,
-        fingerprint: &str,
+        (scope, key, fingerprint): (&str, &str, &str),
+        resource: Option<&str>,
         now: u64,
         in_progress: StatusCode,
     ) -> Result<Claimed, TreasuryError> {
-        match idempotency::claim(&mut tx, scope, key, fingerprint, now).await? {
+        match idempotency::claim_for(&mut tx, scope, key, fingerprint, resource, now).await? {
             Claim::New => Ok(Claimed::New(tx)),
             Claim::Conflict => Err(TreasuryError::IdempotencyConflict),
             Claim::Replay {
@@ -1798,9 +1793,8 @@ impl Payments {
         let mut tx = match self
             .claim(
                 tx,
-                &scope,
-                &req.idempotency_key,
-                &fingerprint,
+                (&scope, &req.idempotency_key, &fingerprint),
+                None,
                 now,
                 StatusCode::OK,
             )
@@ -1996,9 +1990,8 @@ impl Payments {
         let mut tx = match self
             .claim(
                 tx,
-                &scope,
-                &req.idempotency_key,
-                &fingerprint,
+                (&scope, &req.idempotency_key, &fingerprint),
+                None,
                 now,
                 StatusCode::ACCEPTED,
             )

@@ -95,6 +95,21 @@ async fn idempotency_claim_replays_and_detects_conflicts() {
                 .unwrap(),
             Claim::New
         );
+        // A claim that names its resource up front answers with it while in progress.
+        assert_eq!(
+            idempotency::claim_for(&mut tx, "s", "k2", "fp1", Some("pay_2"), 4)
+                .await
+                .unwrap(),
+            Claim::New
+        );
+        assert_eq!(
+            idempotency::claim(&mut tx, "s", "k2", "fp1", 5)
+                .await
+                .unwrap(),
+            Claim::InProgress {
+                resource_id: Some("pay_2".into())
+            }
+        );
         tx.rollback().await.unwrap();
     })
     .await;
