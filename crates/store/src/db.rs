@@ -10,7 +10,7 @@
 use std::{
     ops::{Deref, DerefMut},
     sync::{
-        Arc, Once,
+        Arc, Once, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -41,6 +41,7 @@ impl Drop for Writer {
         self.counters
             .held_ns
             .fetch_add(nanos(self.since.elapsed()), Ordering::Relaxed);
+        self.counters.returned.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -63,6 +64,22 @@ struct UseCounters {
     loans: AtomicU64,
     waited_ns: AtomicU64,
     held_ns: AtomicU64,
+    /// Loans ended (each write committed or rolled back by then).
+    returned: AtomicU64,
+    checkpoints: AtomicU64,
+    wal_pages: AtomicU64,
+    wal_pages_copied: AtomicU64,
+}
+
+/// The background checkpoints of a SQLite database's write-ahead log (none on PostgreSQL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoints {
+    /// Checkpoints run.
+    pub runs: u64,
+    /// The log's size in pages at the last one.
+    pub wal_pages: u64,
+    /// Of those, the pages in the database file after it (all of them: nothing left to copy).
+    pub wal_pages_copied: u64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -171,7 +188,7 @@ pub struct Db {
     pool: AnyPool,
     backend: Backend,
     /// SQLite's writer; `None` inside once the database is closed.
-    writer: Option<Arc<Mutex<Option<AnyConnection>>>>,
+    writer: Option<Arc<WriterSlot>>,
     counters: Arc<UseCounters>,
 }
 
@@ -183,15 +200,71 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// A SQLite database's one writing connection, lent to one user at a time.
+type WriterSlot = Mutex<Option<AnyConnection>>;
+
 static DRIVERS: Once = Once::new();
 
 /// Most reading connections of a SQLite database (each is a thread).
 pub const MAX_SQLITE_READERS: u32 = 4;
 
+/// How often a SQLite database's write-ahead log is checkpointed, beside the writer (when
+/// anything was written since the last time). Measured under payment load against 25, 100 and
+/// 200 ms: the most payments a second with the shortest tail (BENCHMARKS.md, tenth session).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// The WAL size (pages) at which the writer checkpoints at its own commit, should the
+/// background checkpoints fall behind (SQLite's default is 1,000).
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
+/// Checkpoints a SQLite database's write-ahead log every [`CHECKPOINT_EVERY`] from a reading
+/// connection, until the pool closes. Left to SQLite, the writer checkpoints at its own commit
+/// every 1,000 pages, holding the write lock (so every queued write) while it copies pages into
+/// the database and syncs. A `PASSIVE` checkpoint beside it copies what no reader still needs and
+/// blocks no one; small and frequent, it keeps each one short.
+async fn checkpoints(pool: AnyPool, writer: Weak<WriterSlot>, counters: Arc<UseCounters>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Writes ended by the last checkpoint that left nothing to copy: none since, none to do.
+    let mut settled_at = None;
+    loop {
+        tick.tick().await;
+        // Closed, or every `Db` handle dropped.
+        if pool.is_closed() || writer.strong_count() == 0 {
+            return;
+        }
+        let returned = counters.returned.load(Ordering::Acquire);
+        if settled_at == Some(returned) {
+            continue;
+        }
+        let done = async {
+            let mut conn = pool.acquire().await?;
+            sqlx::query_as::<Any, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut *conn)
+                .await
+        }
+        .await;
+        match done {
+            Ok((_, log, copied)) => {
+                settled_at = (log == copied).then_some(returned);
+                counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .wal_pages
+                    .store(u64::try_from(log).unwrap_or(0), Ordering::Relaxed);
+                counters
+                    .wal_pages_copied
+                    .store(u64::try_from(copied).unwrap_or(0), Ordering::Relaxed);
+            }
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(error) => tracing::warn!(%error, "checkpointing the sqlite write-ahead log"),
+        }
+    }
+}
+
 impl Db {
     /// Connects to `url` (`sqlite://path` or `postgres://...`). A SQLite file is created if it
     /// does not exist, in WAL mode with `synchronous=NORMAL` (durable at each checkpoint, never
-    /// corrupt; the usual setting for an application database).
+    /// corrupt; the usual setting for an application database), and checkpointed beside the
+    /// writer (see `checkpoints`); on the tokio runtime, which it needs.
     pub async fn connect(url: &str, opts: &DbOptions) -> Result<Db, StoreError> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let backend = if url.starts_with("sqlite:") {
@@ -213,12 +286,19 @@ impl Db {
         let options: AnyConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| StoreError::InvalidUrl(e.to_string()))?;
-        let (pool, writer) = match backend {
+        let (pool, writer, counters) = match backend {
             Backend::Sqlite => {
                 // The writer first: it puts the file in WAL mode, which persists.
                 let mut writer = options.connect().await?;
                 writer.execute("PRAGMA journal_mode=WAL").await?;
                 writer.execute("PRAGMA synchronous=NORMAL").await?;
+                // Checkpoints run beside the writer (`checkpoints`); the writer's own is only
+                // the backstop should they fall behind.
+                writer
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}"
+                    )))
+                    .await?;
                 let pool = AnyPoolOptions::new()
                     .max_connections(opts.max_connections.clamp(1, MAX_SQLITE_READERS))
                     .acquire_timeout(opts.acquire_timeout)
@@ -232,7 +312,14 @@ impl Db {
                     })
                     .connect_with(options)
                     .await?;
-                (pool, Some(Arc::new(Mutex::new(Some(writer)))))
+                let counters = Arc::<UseCounters>::default();
+                let writer = Arc::new(Mutex::new(Some(writer)));
+                tokio::spawn(checkpoints(
+                    pool.clone(),
+                    Arc::downgrade(&writer),
+                    counters.clone(),
+                ));
+                (pool, Some(writer), counters)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -240,14 +327,14 @@ impl Db {
                     .acquire_timeout(opts.acquire_timeout)
                     .connect_with(options)
                     .await?;
-                (pool, None)
+                (pool, None, Arc::default())
             }
         };
         Ok(Db {
             pool,
             backend,
             writer,
-            counters: Arc::default(),
+            counters,
         })
     }
 
@@ -313,6 +400,16 @@ impl Db {
             loans: c.loans.load(Ordering::Relaxed),
             waited: Duration::from_nanos(c.waited_ns.load(Ordering::Relaxed)),
             held: Duration::from_nanos(c.held_ns.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// What the background checkpoints of a SQLite database have done so far.
+    pub fn checkpoints(&self) -> Checkpoints {
+        let c = &self.counters;
+        Checkpoints {
+            runs: c.checkpoints.load(Ordering::Relaxed),
+            wal_pages: c.wal_pages.load(Ordering::Relaxed),
+            wal_pages_copied: c.wal_pages_copied.load(Ordering::Relaxed),
         }
     }
 

@@ -27,6 +27,6 @@ pub mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use db::{Backend, Db, DbOptions, Tx, WriterUse};
+pub use db::{Backend, CHECKPOINT_EVERY, Checkpoints, Db, DbOptions, Tx, WriterUse};
 pub use error::StoreError;
 pub use migrate::MigrationSet;

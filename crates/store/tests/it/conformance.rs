@@ -626,3 +626,60 @@ async fn a_wait_for_the_writer_that_times_out_is_counted() {
     held.rollback().await.unwrap();
     db.close().await;
 }
+
+/// SQLite's write-ahead log is checkpointed beside the writer: committed pages reach the
+/// database file without the writer's commit doing it, and nothing is left to copy. An idle
+/// database is not checkpointed again, and the checkpoints stop with the database.
+#[tokio::test]
+async fn sqlite_checkpoints_its_log_beside_the_writer() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let db = Db::connect(&url, &oa_store::DbOptions::default())
+        .await
+        .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("CREATE TABLE filler (n INTEGER PRIMARY KEY, text TEXT NOT NULL)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // Well under the writer's own threshold: only the background checkpoints copy these.
+    for n in 0..50i64 {
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("INSERT INTO filler (n, text) VALUES ($1, $2)")
+            .bind(n)
+            .bind("x".repeat(2_000))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    // In the database file itself, not only in the log, with nothing left to copy.
+    let file = dir.path().join("c.db");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let c = db.checkpoints();
+        let size = std::fs::metadata(&file).unwrap().len();
+        if size >= 100_000 && c.wal_pages_copied == c.wal_pages {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{c:?}, {size} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Nothing written since: nothing to do.
+    tokio::time::sleep(oa_store::CHECKPOINT_EVERY * 4).await;
+    assert_eq!(db.checkpoints().runs, first.runs);
+    db.close().await;
+    let mut tx = db.begin().await.err();
+    assert!(tx.take().is_some(), "closed");
+    tokio::time::sleep(oa_store::CHECKPOINT_EVERY * 3).await;
+    assert_eq!(
+        db.checkpoints().runs,
+        first.runs,
+        "they stop with the database"
+    );
+}
