@@ -264,6 +264,33 @@ async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
         counter("oa_db_writer_wait_seconds_total") >= 0.0,
         "{metrics}"
     );
+    // And its log is checkpointed beside the writer, with nothing left behind once idle.
+    let checkpointed = oa_testkit::wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let metrics = reqwest::get(format!("{}/metrics", up.url("treasury")))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let value = |name: &str| -> Option<f64> {
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name} ")))?
+                    .parse()
+                    .ok()
+            };
+            (value("oa_db_checkpoints_total")? >= 1.0 && value("oa_db_wal_pages_behind")? == 0.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        checkpointed.is_some(),
+        "no checkpoint in treasury's /metrics"
+    );
 
     // Replay: the same answer, and nothing paid twice.
     let (status2, again) = post(&pay_url, Some(&token), &request).await;

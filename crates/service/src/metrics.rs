@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use oa_store::Db;
+use oa_store::{Backend, Db};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -16,6 +16,7 @@ use prometheus_client::{
         TypedMetric,
         counter::{ConstCounter, Counter},
         family::Family,
+        gauge::ConstGauge,
         histogram::Histogram,
     },
     registry::Registry,
@@ -93,7 +94,8 @@ impl Metrics {
 
     /// Adds the use of `db`'s writing connection, read at each scrape:
     /// `oa_db_writer_loans_total`, `oa_db_writer_wait_seconds_total` and
-    /// `oa_db_writer_held_seconds_total`. On SQLite, the held rate nearing 1 (second per
+    /// `oa_db_writer_held_seconds_total`, and on SQLite the log's checkpoints beside the writer
+    /// (`oa_db_checkpoints_total`, `oa_db_wal_pages_behind`). On SQLite, the held rate nearing 1 (second per
     /// second) means writes queue behind the one writer.
     #[must_use]
     pub fn with_db(mut self, db: Db) -> Self {
@@ -209,6 +211,25 @@ impl Collector for WriterCollector {
                 None,
                 ConstCounter::<f64>::TYPE,
             )?)?;
+        }
+        if self.0.backend() == Backend::Sqlite {
+            let c = self.0.checkpoints();
+            ConstCounter::new(c.runs).encode(encoder.encode_descriptor(
+                "db_checkpoints",
+                "Checkpoints of the SQLite write-ahead log run beside the writer",
+                None,
+                ConstCounter::<u64>::TYPE,
+            )?)?;
+            let behind = c.wal_pages.saturating_sub(c.wal_pages_copied);
+            ConstGauge::new(i64::try_from(behind).unwrap_or(i64::MAX)).encode(
+                encoder.encode_descriptor(
+                    "db_wal_pages_behind",
+                    "Pages of the SQLite write-ahead log the last checkpoint could not copy (a \
+                     reader still needed them); growing means the log grows",
+                    None,
+                    ConstGauge::<i64>::TYPE,
+                )?,
+            )?;
         }
         Ok(())
     }
