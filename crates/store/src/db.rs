@@ -244,6 +244,10 @@ async fn checkpoints(pool: AnyPool, writer: Weak<WriterSlot>, counters: Arc<UseC
         }
         .await;
         match done {
+            // Another checkpoint held the lock (`busy`, with -1 for both counts): not done.
+            Ok((busy, log, copied)) if busy != 0 || log < 0 || copied < 0 => {
+                settled_at = None;
+            }
             Ok((_, log, copied)) => {
                 settled_at = (log == copied).then_some(returned);
                 counters.checkpoints.fetch_add(1, Ordering::Relaxed);

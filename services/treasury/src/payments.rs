@@ -35,11 +35,14 @@
 //! **Quote first.** A new request (its key unused) that the policy, read before any transaction,
 //! sends straight to Hydra's liquidity asks for its quote first and is created with it, so its
 //! first step pays: one write transaction fewer per payment. A quote reserves nothing, so one the
-//! transaction's own decision does not use (the budgets changed meanwhile) simply expires.
+//! transaction's own decision does not use (the policy or budgets changed meanwhile) is left to
+//! expire. It is asked under a key of its own (`:first-quote`), so that if the attempt reaches
+//! the direct rail later (after an approval, or by fallback) its step asks for a fresh quote
+//! rather than being answered this one, by then perhaps expired.
 //!
 //! **Hydra down.** Calls to Hydra use idempotency keys derived from the payment id, so retries,
 //! the tracker and recovery after a restart always ask for the same quote, payment or envelope. If
-//! Hydra does not answer the first quote, nothing is written. A new attempt whose Hydra calls
+//! Hydra does not answer the first quote, no attempt is written. A new attempt whose Hydra calls
 //! failed before any quote or envelope existed is undone (its reservations voided, its row and
 //! idempotency key given back). Either way the caller gets a retryable `HYDRA_UNAVAILABLE`, with
 //! nothing reserved. Later in the attempt, or after an approval, the tracker keeps trying until
@@ -508,16 +511,17 @@ fn goes_direct(decision: &Decision) -> bool {
         && decision.rails.first() == Some(&Rail::DirectLiquidity)
 }
 
-/// Hydra's quote for an attempt: always under the same key, so every ask gets the same quote.
+/// Hydra's quote for an attempt, under `key` (`quote` for the direct step, `first-quote` for the
+/// one asked before the attempt exists): each ask under one key gets the same quote.
 fn quote_request(
-    payment_id: &str,
+    (payment_id, key): (&str, &str),
     invoice: &str,
     amount: Msat,
     max_fee: Msat,
     payer: &str,
 ) -> hydra::QuotePayRequest {
     hydra::QuotePayRequest {
-        idempotency_key: format!("treasury:{payment_id}:quote"),
+        idempotency_key: format!("treasury:{payment_id}:{key}"),
         invoice: invoice.to_owned(),
         amount_msat: amount.as_u64(),
         max_fee_msat: max_fee.as_u64(),
@@ -890,7 +894,7 @@ impl Payments {
         let payment_id = format!("pay_{}", uuid::Uuid::now_v7().simple());
         let first = if ahead.direct {
             let req = quote_request(
-                &payment_id,
+                (&payment_id, "first-quote"),
                 &input.invoice.bolt11,
                 input.invoice.amount,
                 input.max_fee,
@@ -1323,7 +1327,7 @@ impl Payments {
             Some(q) => q.clone(),
             None => {
                 let req = quote_request(
-                    &row.payment_id,
+                    (&row.payment_id, "quote"),
                     &row.invoice,
                     row.amount,
                     row.max_fee,
@@ -1698,7 +1702,6 @@ impl Payments {
         Ok(self.log.append(tx, draft, now).await?)
     }
 
-    /// The current answer for a payment; in-flight and waiting attempts answer 202.
     /// Claims the request's idempotency key (scope, key, fingerprint) inside `tx`, recording
     /// the attempt it creates if already known. A new request gets the transaction back to do
     /// its work in; otherwise the caller's answer: the stored response, or the attempt as it
@@ -1734,6 +1737,7 @@ impl Payments {
         }
     }
 
+    /// The current answer for a payment; in-flight and waiting attempts answer 202.
     pub async fn stored(
         &self,
         payment_id: &str,

@@ -629,7 +629,7 @@ async fn a_wait_for_the_writer_that_times_out_is_counted() {
 
 /// SQLite's write-ahead log is checkpointed beside the writer: committed pages reach the
 /// database file without the writer's commit doing it, and nothing is left to copy. An idle
-/// database is not checkpointed again, and the checkpoints stop with the database.
+/// database is not checkpointed again.
 #[tokio::test]
 async fn sqlite_checkpoints_its_log_beside_the_writer() {
     use std::time::Duration;
@@ -655,31 +655,27 @@ async fn sqlite_checkpoints_its_log_beside_the_writer() {
             .unwrap();
         tx.commit().await.unwrap();
     }
-    // In the database file itself, not only in the log, with nothing left to copy.
+    // Checkpointed into the database file itself, with nothing left to copy.
     let file = dir.path().join("c.db");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let first = loop {
+    loop {
         let c = db.checkpoints();
         let size = std::fs::metadata(&file).unwrap().len();
-        if size >= 100_000 && c.wal_pages_copied == c.wal_pages {
-            break c;
+        if c.runs > 0 && c.wal_pages_copied == c.wal_pages && size >= 100_000 {
+            break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "{c:?}, {size} bytes"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    // Nothing written since: nothing to do.
+    }
+    // A few ticks for a run begun before the last commit to be followed by one after it; from
+    // then on, with nothing written, nothing to do.
     tokio::time::sleep(oa_store::CHECKPOINT_EVERY * 4).await;
-    assert_eq!(db.checkpoints().runs, first.runs);
+    let settled = db.checkpoints();
+    assert_eq!(settled.wal_pages_copied, settled.wal_pages, "{settled:?}");
+    tokio::time::sleep(oa_store::CHECKPOINT_EVERY * 4).await;
+    assert_eq!(db.checkpoints().runs, settled.runs);
     db.close().await;
-    let mut tx = db.begin().await.err();
-    assert!(tx.take().is_some(), "closed");
-    tokio::time::sleep(oa_store::CHECKPOINT_EVERY * 3).await;
-    assert_eq!(
-        db.checkpoints().runs,
-        first.runs,
-        "they stop with the database"
-    );
 }

@@ -114,6 +114,10 @@ impl FakeHydra {
             .max()
             .unwrap_or(0)
     }
+    /// Whether a call was answered under idempotency key `key`.
+    pub fn answered_key(&self, key: &str) -> bool {
+        self.state.lock().unwrap().by_key.contains_key(key)
+    }
     pub fn quote_calls(&self) -> u32 {
         self.state.lock().unwrap().quote_calls
     }

@@ -57,7 +57,8 @@ async fn pays_within_budget_and_settles_to_the_actual_amount() {
     let (status, _) = t.pay("k1", "agent-new", &inv, 1_000).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(t.budgets("agent", "agent-new").await.is_empty());
-    // Nor do a replay and conflicts ask Hydra for anything.
+    // Nor do a replay and conflicts (after the first request has answered) ask Hydra for
+    // anything.
     assert_eq!((t.hydra.quote_calls(), t.hydra.pays()), (1, 1));
     let id = p["payment_id"].as_str().unwrap();
     let (status, got) = t
@@ -89,6 +90,11 @@ async fn a_direct_payment_is_created_with_its_quote_and_writes_twice() {
     assert_eq!(body["payment"]["state"], "PAYMENT_STATE_SUCCEEDED");
     assert_eq!(t.payments.db.writer_use().loans - before, 2);
     assert_eq!((t.hydra.quote_calls(), t.hydra.pays()), (2, 2));
+    // Under a key of its own: were the attempt to reach the direct rail later (after an
+    // approval, or by fallback), its step would get a fresh quote, not this one.
+    let id = body["payment"]["payment_id"].as_str().unwrap();
+    assert!(t.hydra.answered_key(&format!("treasury:{id}:first-quote")));
+    assert!(!t.hydra.answered_key(&format!("treasury:{id}:quote")));
 }
 
 #[tokio::test]
