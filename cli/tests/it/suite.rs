@@ -146,6 +146,25 @@ pub(crate) fn oa(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Treasury's `/metrics` text, if it answers.
+async fn treasury_metrics(up: &Up) -> Option<String> {
+    reqwest::get(format!("{}/metrics", up.url("treasury")))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// The value of the unlabelled metric `name` in a `/metrics` text.
+fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))?
+        .parse()
+        .ok()
+}
+
 /// How many of a running service's threads are its runtime's workers
 /// ([`oa_service::runtime::WORKER_THREAD_NAME`]). A current-thread runtime has none: its tasks
 /// run on the main thread.
@@ -241,19 +260,9 @@ async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
     );
     assert_eq!(paid["payment"]["payment_hash"], w[0].body["payment_hash"]);
     // The payment's transactions show in the use of treasury's writer (`/metrics`).
-    let metrics = reqwest::get(format!("{}/metrics", up.url("treasury")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = treasury_metrics(&up).await.unwrap();
     let counter = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
-            .parse()
-            .unwrap()
+        metric(&metrics, name).unwrap_or_else(|| panic!("{name} in {metrics}"))
     };
     assert!(counter("oa_db_writer_loans_total") >= 2.0, "{metrics}");
     assert!(
@@ -269,20 +278,9 @@ async fn pays_an_invoice_through_the_real_suite_and_every_receipt_verifies() {
         Duration::from_secs(10),
         Duration::from_millis(20),
         || async {
-            let metrics = reqwest::get(format!("{}/metrics", up.url("treasury")))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let value = |name: &str| -> Option<f64> {
-                metrics
-                    .lines()
-                    .find_map(|l| l.strip_prefix(&format!("{name} ")))?
-                    .parse()
-                    .ok()
-            };
-            (value("oa_db_checkpoints_total")? >= 1.0 && value("oa_db_wal_pages_behind")? == 0.0)
+            let metrics = treasury_metrics(&up).await?;
+            (metric(&metrics, "oa_db_checkpoints_total")? >= 1.0
+                && metric(&metrics, "oa_db_wal_pages_behind")? == 0.0)
                 .then_some(())
         },
     )

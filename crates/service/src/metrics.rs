@@ -94,9 +94,9 @@ impl Metrics {
 
     /// Adds the use of `db`'s writing connection, read at each scrape:
     /// `oa_db_writer_loans_total`, `oa_db_writer_wait_seconds_total` and
-    /// `oa_db_writer_held_seconds_total`, and on SQLite the log's checkpoints beside the writer
-    /// (`oa_db_checkpoints_total`, `oa_db_wal_pages_behind`). On SQLite, the held rate nearing 1 (second per
-    /// second) means writes queue behind the one writer.
+    /// `oa_db_writer_held_seconds_total`; on SQLite also the log's checkpoints beside the
+    /// writer (`oa_db_checkpoints_total`, `oa_db_wal_pages_behind`). On SQLite, the held rate
+    /// nearing 1 (second per second) means writes queue behind the one writer.
     #[must_use]
     pub fn with_db(mut self, db: Db) -> Self {
         self.registry

@@ -261,13 +261,15 @@ impl Batch<'_> {
         let chunks = self.sealed.chunks(RECEIPTS_PER_STATEMENT);
         let n = chunks.len();
         for (i, chunk) in chunks.enumerate() {
+            // The last chunk moves the head too.
+            let last_chunk = i + 1 == n;
             let insert = format!(
                 "INSERT INTO receipts
                    (issuer, log_index, receipt_id, hash, schema_name, idempotency_key, issued_at_ms, json)
                  VALUES {}",
                 crate::sql::row_placeholders(sqlite, chunk.len(), RECEIPT_COLUMNS)
             );
-            let sql = if i + 1 < n {
+            let sql = if !last_chunk {
                 insert
             } else {
                 let p = |k| crate::sql::param(sqlite, chunk.len() * RECEIPT_COLUMNS + k);
@@ -302,7 +304,7 @@ impl Batch<'_> {
                         )
                         .bind(json);
             }
-            if i + 1 == n {
+            if last_chunk {
                 q = q
                     .bind(size)
                     .bind(last.hash.to_string())
