@@ -15,7 +15,13 @@
 //!
 //! [`submit`]: GroupCommit::submit
 
-use std::future::Future;
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -44,12 +50,23 @@ type Reply<C> = oneshot::Sender<Result<<C as Committer>::Out, <C as Committer>::
 /// The handle callers submit jobs through; cheap to clone.
 pub struct GroupCommit<C: Committer> {
     queue: mpsc::Sender<(C::Job, Reply<C>)>,
+    counts: Arc<Counts>,
+}
+
+/// What a group commit has done so far.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Jobs submitted and not yet answered (queued, or in the batch being committed).
+    pending: AtomicUsize,
+    /// Transactions committed.
+    committed: AtomicU64,
 }
 
 impl<C: Committer> Clone for GroupCommit<C> {
     fn clone(&self) -> Self {
         Self {
             queue: self.queue.clone(),
+            counts: self.counts.clone(),
         }
     }
 }
@@ -66,19 +83,57 @@ impl<C: Committer> GroupCommit<C> {
     /// fails; at most `queue` jobs wait, after which callers wait to submit (back-pressure).
     pub fn spawn(committer: C, max_batch: usize, queue: usize) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        tokio::spawn(run(committer, rx, max_batch.max(1)));
-        Self { queue: tx }
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(run(committer, rx, max_batch.max(1), counts.clone()));
+        Self { queue: tx, counts }
     }
 
     /// Submits one job and waits until the transaction holding it has committed (or failed).
     pub async fn submit(&self, job: C::Job) -> Result<C::Out, C::Error> {
         let (reply, answer) = oneshot::channel();
+        let unsent = Unsent::count(&self.counts.pending);
         self.queue.send((job, reply)).await.map_err(|_| Stopped)?;
+        // Queued: the committing task uncounts it when it answers.
+        std::mem::forget(unsent);
         answer.await.map_err(|_| Stopped)?
+    }
+
+    /// Jobs submitted and not yet answered: queued, or in the batch being committed.
+    pub fn pending(&self) -> usize {
+        self.counts.pending.load(Ordering::Relaxed)
+    }
+
+    /// Transactions committed so far (a batch, or one job of a failed batch retried alone).
+    pub fn committed(&self) -> u64 {
+        self.counts.committed.load(Ordering::Relaxed)
     }
 }
 
-async fn run<C: Committer>(committer: C, mut rx: mpsc::Receiver<(C::Job, Reply<C>)>, max: usize) {
+/// Counts a job as pending while it is being submitted, and uncounts it if it never reaches the
+/// queue (the task stopped, or the caller gave up waiting for room).
+struct Unsent<'a>(&'a AtomicUsize);
+
+impl<'a> Unsent<'a> {
+    fn count(pending: &'a AtomicUsize) -> Self {
+        pending.fetch_add(1, Ordering::Relaxed);
+        Self(pending)
+    }
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn run<C: Committer>(
+    committer: C,
+    mut rx: mpsc::Receiver<(C::Job, Reply<C>)>,
+    max: usize,
+    counts: Arc<Counts>,
+) {
+    let answered = |n: usize| counts.pending.fetch_sub(n, Ordering::Relaxed);
+    let committed = || counts.committed.fetch_add(1, Ordering::Relaxed);
     let mut jobs = Vec::with_capacity(max);
     let mut replies = Vec::with_capacity(max);
     while let Some((job, reply)) = rx.recv().await {
@@ -93,13 +148,19 @@ async fn run<C: Committer>(committer: C, mut rx: mpsc::Receiver<(C::Job, Reply<C
                 Err(_) => break,
             }
         }
-        match committer.commit(&jobs).await {
+        let result = committer.commit(&jobs).await;
+        if result.is_ok() {
+            committed();
+        }
+        match result {
             Ok(outs) => {
+                answered(replies.len());
                 for (reply, out) in replies.drain(..).zip(outs) {
                     let _ = reply.send(Ok(out));
                 }
             }
             Err(e) if jobs.len() == 1 => {
+                answered(1);
                 if let Some(reply) = replies.pop() {
                     let _ = reply.send(Err(e));
                 }
@@ -113,9 +174,13 @@ async fn run<C: Committer>(committer: C, mut rx: mpsc::Receiver<(C::Job, Reply<C
                 for (job, reply) in jobs.drain(..).zip(replies.drain(..)) {
                     let one = std::slice::from_ref(&job);
                     let answer = match committer.commit(one).await {
-                        Ok(mut outs) => outs.pop().ok_or_else(|| C::Error::from(Stopped)),
+                        Ok(mut outs) => {
+                            committed();
+                            outs.pop().ok_or_else(|| C::Error::from(Stopped))
+                        }
                         Err(e) => Err(e),
                     };
+                    answered(1);
                     let _ = reply.send(answer);
                 }
             }
@@ -205,6 +270,12 @@ mod tests {
             }
             tokio::task::yield_now().await;
         }
+        assert_eq!(
+            group.pending(),
+            11,
+            "one in the batch being committed, ten queued"
+        );
+        assert_eq!(group.committed(), 0);
         gate.add_permits(1_000);
         assert_eq!(first.await.unwrap(), Ok(2));
         for t in rest {
@@ -219,5 +290,8 @@ mod tests {
         // 1 alone; then 8 of the ten queued (failing because 13 is among them, then retried
         // one by one: 8 batches of 1); then the last 2 together.
         assert_eq!(sizes, vec![1, 8, 1, 1, 1, 1, 1, 1, 1, 1, 2]);
+        // Every batch but the two holding 13 committed.
+        assert_eq!(group.committed(), 9);
+        assert_eq!(group.pending(), 0);
     }
 }

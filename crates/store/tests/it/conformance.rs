@@ -116,6 +116,46 @@ async fn idempotency_claim_replays_and_detects_conflicts() {
 }
 
 #[tokio::test]
+async fn many_keys_complete_in_one_statement_or_none_does() {
+    each_backend(|db| async move {
+        let mut tx = db.begin().await.unwrap();
+        for key in ["a", "b", "c"] {
+            let claim = idempotency::claim(&mut tx, "s", key, "fp", 1).await;
+            assert_eq!(claim.unwrap(), Claim::New);
+        }
+        idempotency::complete_many(
+            &mut tx,
+            &[("s", "a", 201, "{\"a\":1}"), ("s", "c", 403, "{\"c\":3}")],
+            2,
+        )
+        .await
+        .unwrap();
+        idempotency::complete_many(&mut tx, &[], 2).await.unwrap();
+        let replay = |status_code, response: &str| Claim::Replay {
+            status_code,
+            response: response.into(),
+        };
+        let claim = idempotency::claim(&mut tx, "s", "a", "fp", 3).await;
+        assert_eq!(claim.unwrap(), replay(201, "{\"a\":1}"));
+        let claim = idempotency::claim(&mut tx, "s", "c", "fp", 3).await;
+        assert_eq!(claim.unwrap(), replay(403, "{\"c\":3}"));
+        let claim = idempotency::claim(&mut tx, "s", "b", "fp", 3).await;
+        assert_eq!(claim.unwrap(), Claim::InProgress { resource_id: None });
+        // A key that was never claimed fails the whole call.
+        let err = idempotency::complete_many(
+            &mut tx,
+            &[("s", "b", 201, "{}"), ("s", "nope", 201, "{}")],
+            4,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("1 of 2"), "{err}");
+        tx.rollback().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn concurrent_claims_of_one_key_have_one_winner() {
     each_backend(|db| async move {
         let mut tasks = Vec::new();
