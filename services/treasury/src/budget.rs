@@ -641,6 +641,12 @@ pub fn fits(status: &BudgetStatus, amount: Msat, cap_bps: Option<u32>) -> bool {
     }
 }
 
+/// What one reservation asks for: `amount` in every budget of `budgets`, for a payment.
+pub type Request<'a> = (&'a str, &'a [BudgetConfig], Msat);
+
+/// Why a reservation was refused, or its pending transfer ids (to settle later).
+pub type Reserved = Result<Vec<String>, Refusal>;
+
 /// Reserves `amount` in every budget of `budgets` at `now_ms` for a payment, all or nothing.
 /// Returns the pending transfer ids (to settle later), or why it was refused. `cap_bps` caps
 /// each budget at that fraction of its funding (degraded risk). Windows in `known` are not
@@ -648,15 +654,122 @@ pub fn fits(status: &BudgetStatus, amount: Msat, cap_bps: Option<u32>) -> bool {
 pub async fn reserve(
     conn: &mut AnyConnection,
     known: &KnownWindows,
-    payment_id: &str,
-    budgets: &[BudgetConfig],
-    amount: Msat,
+    (payment_id, budgets, amount): Request<'_>,
     cap_bps: Option<u32>,
     now_ms: u64,
-) -> Result<Result<Vec<String>, Refusal>, TreasuryError> {
+) -> Result<Reserved, TreasuryError> {
+    let Some(bps) = cap_bps else {
+        let mut one = reserve_many(conn, known, &[(payment_id, budgets, amount)], now_ms).await?;
+        return one
+            .pop()
+            .ok_or_else(|| corrupt("one reservation gave no answer"));
+    };
     if budgets.is_empty() {
         return Ok(Err(Refusal::NoBudget));
     }
+    let windows = windows_of(conn, known, budgets, now_ms).await?;
+    // Lock in account order, as every writer of these rows does, so capped reservers never
+    // deadlock each other.
+    let mut order: Vec<&(&BudgetConfig, (String, String))> = windows.iter().collect();
+    order.sort_by(|a, b| a.1.0.cmp(&b.1.0));
+    for (cfg, (budget, _)) in order {
+        let funded = lock_window(conn, budget).await?;
+        let b = oa_ledger::get_account(conn, budget)
+            .await
+            .map_err(ledger_err)?
+            .ok_or_else(|| ledger_err(format!("{budget} is missing")))?;
+        let status = BudgetStatus {
+            config: (*cfg).clone(),
+            window: Window::all_time(),
+            funded,
+            reserved: msat(b.balances.debits_pending_msat)?,
+            // Funding minus what is available is what this window reserved or spent.
+            spent: funded
+                .checked_sub(msat(b.balances.available_msat())?)
+                .unwrap_or(Msat::ZERO)
+                .checked_sub(msat(b.balances.debits_pending_msat)?)
+                .unwrap_or(Msat::ZERO),
+            available: msat(b.balances.available_msat())?,
+        };
+        if !fits(&status, amount, Some(bps)) {
+            return Ok(Err(Refusal::Exceeded {
+                kind: cfg.kind,
+                label: cfg.label(),
+                capped: true,
+            }));
+        }
+    }
+    let transfers = chain(payment_id, &windows, amount);
+    let results = oa_ledger::create_transfers(conn, &transfers, now_ms)
+        .await
+        .map_err(ledger_err)?;
+    outcome(&windows, transfers, &results)
+}
+
+/// [`reserve`] without a cap for several payments, in order, each all or nothing and each
+/// seeing the ones before it, in as few ledger batches as fit (one, for any batch of new
+/// payments): a batch locks every account it touches in id order, so concurrent ones cannot
+/// deadlock.
+pub async fn reserve_many(
+    conn: &mut AnyConnection,
+    known: &KnownWindows,
+    requests: &[Request<'_>],
+    now_ms: u64,
+) -> Result<Vec<Reserved>, TreasuryError> {
+    let mut out: Vec<Option<Reserved>> = Vec::with_capacity(requests.len());
+    // Per request with budgets: its windows and its transfers.
+    let mut chains = Vec::new();
+    for (i, &(payment_id, budgets, amount)) in requests.iter().enumerate() {
+        if budgets.is_empty() {
+            out.push(Some(Err(Refusal::NoBudget)));
+            continue;
+        }
+        out.push(None);
+        let windows = windows_of(conn, known, budgets, now_ms).await?;
+        let transfers = chain(payment_id, &windows, amount);
+        chains.push((i, windows, transfers));
+    }
+    let mut rest = chains.as_slice();
+    while !rest.is_empty() {
+        // As many whole chains as one ledger batch takes.
+        let mut take = 0;
+        let mut len = 0;
+        while take < rest.len()
+            && (take == 0 || len + rest[take].2.len() <= oa_ledger::MAX_BATCH_SIZE)
+        {
+            len += rest[take].2.len();
+            take += 1;
+        }
+        let (batch, next) = rest.split_at(take);
+        rest = next;
+        let transfers: Vec<NewTransfer> = batch
+            .iter()
+            .flat_map(|(_, _, t)| t.iter().cloned())
+            .collect();
+        let results = oa_ledger::create_transfers(conn, &transfers, now_ms)
+            .await
+            .map_err(ledger_err)?;
+        let mut at = 0;
+        for (i, windows, chain) in batch {
+            let mine = results
+                .get(at..at + chain.len())
+                .ok_or_else(|| ledger_err("a batch gave fewer results than transfers"))?;
+            at += chain.len();
+            out[*i] = Some(outcome(windows, chain.clone(), mine)?);
+        }
+    }
+    out.into_iter()
+        .map(|o| o.ok_or_else(|| corrupt("a reservation gave no answer")))
+        .collect()
+}
+
+/// Each budget's current window (created unless in `known`) with its accounts.
+async fn windows_of<'a>(
+    conn: &mut AnyConnection,
+    known: &KnownWindows,
+    budgets: &'a [BudgetConfig],
+    now_ms: u64,
+) -> Result<Vec<(&'a BudgetConfig, (String, String))>, TreasuryError> {
     let mut windows = Vec::with_capacity(budgets.len());
     for cfg in budgets {
         let window = cfg.window(now_ms)?;
@@ -666,41 +779,17 @@ pub async fn reserve(
         }
         windows.push((cfg, accounts));
     }
-    if let Some(bps) = cap_bps {
-        // Lock in account order, as every writer of these rows does, so capped reservers never
-        // deadlock each other.
-        let mut order: Vec<&(&BudgetConfig, (String, String))> = windows.iter().collect();
-        order.sort_by(|a, b| a.1.0.cmp(&b.1.0));
-        for (cfg, (budget, _)) in order {
-            let funded = lock_window(conn, budget).await?;
-            let b = oa_ledger::get_account(conn, budget)
-                .await
-                .map_err(ledger_err)?
-                .ok_or_else(|| ledger_err(format!("{budget} is missing")))?;
-            let status = BudgetStatus {
-                config: (*cfg).clone(),
-                window: Window::all_time(),
-                funded,
-                reserved: msat(b.balances.debits_pending_msat)?,
-                // Funding minus what is available is what this window reserved or spent.
-                spent: funded
-                    .checked_sub(msat(b.balances.available_msat())?)
-                    .unwrap_or(Msat::ZERO)
-                    .checked_sub(msat(b.balances.debits_pending_msat)?)
-                    .unwrap_or(Msat::ZERO),
-                available: msat(b.balances.available_msat())?,
-            };
-            if !fits(&status, amount, Some(bps)) {
-                return Ok(Err(Refusal::Exceeded {
-                    kind: cfg.kind,
-                    label: cfg.label(),
-                    capped: true,
-                }));
-            }
-        }
-    }
+    Ok(windows)
+}
+
+/// A payment's reservation: one pending transfer per window, linked (all or nothing).
+fn chain(
+    payment_id: &str,
+    windows: &[(&BudgetConfig, (String, String))],
+    amount: Msat,
+) -> Vec<NewTransfer> {
     let n = windows.len();
-    let transfers: Vec<NewTransfer> = windows
+    windows
         .iter()
         .enumerate()
         .map(|(i, (_, (budget, spent)))| {
@@ -715,10 +804,15 @@ pub async fn reserve(
             );
             if i + 1 < n { t.linked() } else { t }
         })
-        .collect();
-    let results = oa_ledger::create_transfers(conn, &transfers, now_ms)
-        .await
-        .map_err(ledger_err)?;
+        .collect()
+}
+
+/// What the ledger's `results` for a reservation's `transfers` mean.
+fn outcome(
+    windows: &[(&BudgetConfig, (String, String))],
+    transfers: Vec<NewTransfer>,
+    results: &[oa_ledger::TransferResult],
+) -> Result<Reserved, TreasuryError> {
     for (i, r) in results.iter().enumerate() {
         match r {
             Ok(_) | Err(TransferError::LinkedEventFailed) => {}

@@ -11,8 +11,9 @@
 //! (request) --pay---------------------------------------------+--> in_flight --> succeeded | failed
 //! ```
 //!
-//! Ends are group-committed (see `Finisher`): attempts ending at the same time share one
-//! transaction, each end still all or nothing within it.
+//! New attempts and ends are group-committed (see `create::Creator` and `Finisher`): attempts
+//! created, or ending, at the same time share one transaction, each still all or nothing within
+//! it.
 //!
 //! Inside `in_flight` the `stage` says what happens next: `start` (choose the rail: in the
 //! rule's order, or by Hydra's routing score; a new attempt in the rule's order skips it and is
@@ -66,14 +67,18 @@ use oa_store::{
 use serde::Serialize;
 use sqlx::AnyConnection;
 
+mod create;
+
+use create::{CREATE_BATCH, CREATE_QUEUE, CreateJob, Created, Creator, Decider};
+
 use crate::{
-    budget::{self, BudgetConfig, Kind, Refusal},
+    budget::{self, Kind, Refusal},
     error::{TreasuryError, corrupt},
     hydra_client::Hydra,
     known::KnownSet,
     l402,
     policies::Policies,
-    policy::{self, Choose, Decision, Facts, Outcome, Policy, Rail, RiskView, Source},
+    policy::{Choose, Decision, Outcome, Policy, Rail, RiskView, Source},
     risk::Assessor,
     store::{
         self, DENIED, FAILED, IN_FLIGHT, PENDING_APPROVAL, PaymentRow, STAGE_DIRECT,
@@ -176,10 +181,10 @@ pub struct Payments {
     pub policies: Arc<Policies>,
     pub risk: Arc<Assessor>,
     tracker: Arc<Tracker>,
-    windows: budget::KnownWindows,
-    /// Payees known to have been paid (never forgotten in the database): skips the lookup when
-    /// deciding and the insert when a payment to them succeeds.
-    payees: Arc<KnownSet>,
+    windows: Arc<budget::KnownWindows>,
+    decider: Arc<Decider>,
+    /// Where new attempts are recorded (see [`Creator`]).
+    creates: GroupCommit<Creator>,
     /// Where attempts end (see [`Finisher`]).
     ends: GroupCommit<Finisher>,
 }
@@ -474,22 +479,25 @@ impl Committer for Finisher {
             .collect();
         journal::append_many(&mut tx, TOPIC, &events, now).await?;
         let mut out = vec![None; jobs.len()];
+        let mut hashes = Vec::with_capacity(done.len());
+        let mut answers = Vec::with_capacity(done.len());
         for ((i, row, _), receipt) in done.iter().zip(&sealed) {
-            store::set_receipt_hash(&mut tx, &row.payment_id, &receipt.hash.to_string()).await?;
+            hashes.push((row.payment_id.as_str(), receipt.hash.to_string()));
             let answer = serde_json::to_value(to_response(row, Some(receipt))?)
                 .map_err(|e| corrupt(&e.to_string()))?;
-            let job = &jobs[*i];
-            idempotency::complete(
-                &mut tx,
-                &job.row.idempotency_scope,
-                &job.row.idempotency_key,
-                201,
-                &answer.to_string(),
-                now,
-            )
-            .await?;
+            answers.push((*i, answer.to_string()));
             out[*i] = Some(answer);
         }
+        store::set_receipt_hashes(&mut tx, &hashes).await?;
+        let completions: Vec<idempotency::Completion<'_>> = answers
+            .iter()
+            .map(|(i, answer)| {
+                let row = &jobs[*i].row;
+                let (scope, key) = (&row.idempotency_scope, &row.idempotency_key);
+                (scope.as_str(), key.as_str(), 201, answer.as_str())
+            })
+            .collect();
+        idempotency::complete_many(&mut tx, &completions, now).await?;
         tx.commit().await?;
         for payee in new_payees {
             self.payees.insert(payee);
@@ -693,6 +701,22 @@ impl Payments {
             FINISH_BATCH,
             FINISH_QUEUE,
         );
+        let decider = Arc::new(Decider {
+            config: config.clone(),
+            payees,
+        });
+        let windows = Arc::new(budget::KnownWindows::default());
+        let creates = GroupCommit::spawn(
+            Creator {
+                db: db.clone(),
+                log: log.clone(),
+                clock: clock.clone(),
+                decider: decider.clone(),
+                windows: windows.clone(),
+            },
+            CREATE_BATCH,
+            CREATE_QUEUE,
+        );
         Self {
             db,
             hydra,
@@ -702,8 +726,9 @@ impl Payments {
             policies,
             risk,
             tracker: Arc::new(Tracker::new()),
-            windows: budget::KnownWindows::default(),
-            payees,
+            windows,
+            decider,
+            creates,
             ends,
         }
     }
@@ -756,84 +781,13 @@ impl Payments {
         let direct = if idempotency::is_claimed(&mut conn, scope, key).await? {
             false
         } else {
-            let (decision, _, _) = self.decide_with(&mut conn, ctx, input, budgets).await?;
+            let (decision, _, _) = self
+                .decider
+                .decide_with(&mut conn, ctx, input, budgets)
+                .await?;
             goes_direct(&decision)
         };
         Ok(Ahead { prepared, direct })
-    }
-
-    /// Whether a payment to `payee` has ever succeeded.
-    async fn payee_known(
-        &self,
-        conn: &mut AnyConnection,
-        payee: &str,
-    ) -> Result<bool, TreasuryError> {
-        if self.payees.contains(payee) {
-            return Ok(true);
-        }
-        let known = store::is_known_payee(conn, payee).await?;
-        if known {
-            self.payees.insert(payee.to_owned());
-        }
-        Ok(known)
-    }
-
-    /// The budgets that apply (with the configured default for an agent that has none yet, as
-    /// the payment would create it), whether the payee is known, and the policy's decision.
-    pub async fn decide_in(
-        &self,
-        conn: &mut AnyConnection,
-        ctx: &Context,
-        input: &Input,
-    ) -> Result<(Decision, Vec<BudgetConfig>, bool), TreasuryError> {
-        let budgets = budget::applicable(
-            conn,
-            &input.agent_id,
-            ctx.org.as_deref(),
-            input.host.as_deref(),
-        )
-        .await?;
-        self.decide_with(conn, ctx, input, budgets).await
-    }
-
-    /// [`Payments::decide_in`] with the applicable `budgets` already read.
-    async fn decide_with(
-        &self,
-        conn: &mut AnyConnection,
-        ctx: &Context,
-        input: &Input,
-        mut budgets: Vec<BudgetConfig>,
-    ) -> Result<(Decision, Vec<BudgetConfig>, bool), TreasuryError> {
-        if !self.config.default_budget.is_zero() && !budgets.iter().any(|b| b.kind == Kind::Agent) {
-            let at = budgets
-                .iter()
-                .position(|b| b.kind == Kind::Host)
-                .unwrap_or(budgets.len());
-            budgets.insert(
-                at,
-                BudgetConfig::simple(Kind::Agent, &input.agent_id, self.config.default_budget),
-            );
-        }
-        let payee = &input.invoice.payee_pubkey;
-        let payee_known = ctx.policy.payees.known.iter().any(|p| p == payee)
-            || budgets
-                .iter()
-                .any(|b| b.payee_allow.iter().any(|p| p == payee))
-            || self.payee_known(conn, payee).await?;
-        let facts = Facts {
-            agent_id: &input.agent_id,
-            org_id: ctx.org.as_deref(),
-            host: input.host.as_deref(),
-            payee,
-            amount: input.invoice.amount,
-            max_fee: input.max_fee,
-            purpose: &input.purpose,
-            source: input.source,
-            payee_known,
-            risk: ctx.risk.clone(),
-        };
-        let decision = policy::decide(&ctx.policy, &ctx.bundle_id, &facts, &budgets)?;
-        Ok((decision, budgets, payee_known))
     }
 
     pub async fn create(
@@ -913,155 +867,27 @@ impl Payments {
         } else {
             FirstQuote::NotAsked
         };
-        let tx = self.db.begin().await?;
-        let mut tx = match self
-            .claim(
-                tx,
-                (&scope, &req.idempotency_key, &fingerprint),
-                Some(&payment_id),
-                now,
-                StatusCode::ACCEPTED,
-            )
-            .await?
-        {
-            Claimed::New(tx) => tx,
-            Claimed::Answer(stored) => return Ok(stored),
+        let (quote_id, refused) = match first {
+            FirstQuote::NotAsked => (None, None),
+            FirstQuote::Quoted(id) => (Some(id), None),
+            FirstQuote::Refused(e) => (None, Some(e)),
         };
-        let (mut decision, budgets, _) = self.decide_in(&mut tx, &ctx, &input).await?;
-        let mut row = PaymentRow {
+        let job = CreateJob {
             payment_id: payment_id.clone(),
-            idempotency_scope: scope.clone(),
-            idempotency_key: req.idempotency_key.clone(),
-            agent_id: input.agent_id.clone(),
-            org_id: ctx.org.clone(),
-            host: input.host.clone(),
-            payee_pubkey: input.invoice.payee_pubkey.clone(),
-            source: input.source.as_str().into(),
-            requested_by: caller.to_owned(),
-            invoice: input.invoice.bolt11.clone(),
-            payment_hash: input.invoice.payment_hash.to_string(),
-            invoice_expires_at_ms: input.invoice.expires_at_ms,
-            amount: input.invoice.amount,
-            max_fee: input.max_fee,
-            reserved: Msat::ZERO,
-            fee: Msat::ZERO,
-            state: DENIED.into(),
-            rail: Rail::DirectLiquidity.as_str().into(),
-            purpose: input.purpose.clone(),
-            preimage: None,
-            failure_code: None,
-            failure_reason: None,
-            quote_id: None,
-            hydra_receipt_hash: None,
-            receipt_hash: None,
-            created_at_ms: now,
-            updated_at_ms: now,
-            policy_bundle_id: decision.policy_bundle_id.clone(),
-            decision_rule: String::new(),
-            decision_json: String::new(),
-            rails: Vec::new(),
-            stage: STAGE_NONE.into(),
-            reservations: Vec::new(),
-            approval_expires_at_ms: None,
-            approver: None,
-            envelope_id: None,
-            envelope_expires_at_ms: None,
-            credit_fee: Msat::ZERO,
-            verification_id: None,
-            verification_receipt_hash: None,
-            linked_receipts: Vec::new(),
+            claim: (scope, req.idempotency_key, fingerprint),
+            caller: caller.to_owned(),
+            ctx,
+            input,
+            quote_id,
         };
-        if decision.outcome != Outcome::Deny {
-            match budget::reserve(
-                &mut tx,
-                &self.windows,
-                &payment_id,
-                &budgets,
-                decision.reserve_msat,
-                decision.budget_cap_bps,
-                now,
-            )
-            .await?
-            {
-                Ok(reservations) => {
-                    row.reservations = reservations;
-                    row.reserved = decision.reserve_msat;
-                }
-                Err(refusal) => {
-                    decision.deny(refusal.rule(), refusal.reason_code(), refusal_why(&refusal));
-                }
-            }
-        }
-        row.decision_rule = decision.rule.clone();
-        row.decision_json = to_json(&decision)?;
-        row.rails = decision
-            .rails
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect();
-        if let Some(first) = row.rails.first() {
-            row.rail = first.clone();
-        }
-        let mut refused = None;
-        match decision.outcome {
-            Outcome::Deny => {
-                row.failure_reason = decision.reason_code.clone();
-                row.failure_code = Some(denial_code(row.failure_reason.as_deref()).into());
-                let receipt = self
-                    .append_receipt(&mut tx, &row, decision.reason_code.as_deref(), None, now)
-                    .await?;
-                row.receipt_hash = Some(receipt.hash.to_string());
-                store::insert(&mut tx, &row).await?;
-                self.event(&mut tx, "payment.denied", &row, now).await?;
-                let body = denial_error(&row, &receipt).to_json();
-                idempotency::complete(
-                    &mut tx,
-                    &scope,
-                    &req.idempotency_key,
-                    403,
-                    &body.to_string(),
-                    now,
-                )
-                .await?;
-                tx.commit().await?;
-                return Ok(Stored {
-                    status: StatusCode::FORBIDDEN,
-                    body,
-                });
-            }
-            Outcome::RequireApproval => {
-                row.state = PENDING_APPROVAL.into();
-                let ttl_ms = ctx.policy.approvals.ttl_secs.saturating_mul(1_000);
-                row.approval_expires_at_ms = Some(now.saturating_add(ttl_ms));
-                store::insert(&mut tx, &row).await?;
-                self.event(&mut tx, "payment.pending_approval", &row, now)
-                    .await?;
-                tx.commit().await?;
-                return self.stored(&payment_id, StatusCode::ACCEPTED).await;
-            }
-            Outcome::Pay => {
-                row.state = IN_FLIGHT.into();
-                row.stage = STAGE_START.into();
-                if !scores_rails(&decision, row.rails.len()) {
-                    // The rule's order stands: go straight to the first rail (`choose_rail`
-                    // without a step of its own).
-                    if let Some(first) = row.rails.first().cloned() {
-                        enter_rail(&mut row, &first, &decision, now);
-                    }
-                }
-                if row.stage == STAGE_DIRECT {
-                    match first {
-                        FirstQuote::Quoted(quote_id) => row.quote_id = Some(quote_id),
-                        FirstQuote::Refused(e) => refused = Some(e),
-                        FirstQuote::NotAsked => {}
-                    }
-                }
-                store::insert(&mut tx, &row).await?;
-                self.event(&mut tx, "payment.in_flight", &row, now).await?;
-                tx.commit().await?;
-            }
-        }
-        let progress = match refused {
+        let row = match self.creates.submit(job).await? {
+            Created::Used(used) => return self.answer_used(used, StatusCode::ACCEPTED).await,
+            Created::Denied(stored) => return Ok(stored),
+            Created::Waiting => return self.stored(&payment_id, StatusCode::ACCEPTED).await,
+            Created::InFlight(row) => *row,
+        };
+        // A refused first quote is the first step's only if the attempt starts on the direct rail.
+        let progress = match refused.filter(|_| row.stage == STAGE_DIRECT) {
             // The refusal the first step would get: the next rail or the end, without asking
             // again.
             Some(e) => match self.rail_refused(&row, row.clone(), &e).await {
@@ -1690,18 +1516,6 @@ impl Payments {
         Ok(())
     }
 
-    async fn append_receipt(
-        &self,
-        tx: &mut AnyConnection,
-        row: &PaymentRow,
-        reason: Option<&str>,
-        hydra_receipt: Option<&Receipt>,
-        now: u64,
-    ) -> Result<Receipt, TreasuryError> {
-        let draft = attempt_draft(row, reason, hydra_receipt)?;
-        Ok(self.log.append(tx, draft, now).await?)
-    }
-
     /// Claims the request's idempotency key (scope, key, fingerprint) inside `tx`, recording
     /// the attempt it creates if already known. A new request gets the transaction back to do
     /// its work in; otherwise the caller's answer: the stored response, or the attempt as it
@@ -1716,23 +1530,39 @@ impl Payments {
     ) -> Result<Claimed, TreasuryError> {
         match idempotency::claim_for(&mut tx, scope, key, fingerprint, resource, now).await? {
             Claim::New => Ok(Claimed::New(tx)),
+            used => {
+                // Give the connection back before reading the attempt (SQLite has one).
+                tx.rollback().await?;
+                self.answer_used(used, in_progress)
+                    .await
+                    .map(Claimed::Answer)
+            }
+        }
+    }
+
+    /// The answer to a request whose key was used before: the stored response, or the attempt
+    /// as it stands (with `in_progress`) while its first request is still running.
+    async fn answer_used(
+        &self,
+        used: Claim,
+        in_progress: StatusCode,
+    ) -> Result<Stored, TreasuryError> {
+        match used {
+            Claim::New => Err(corrupt("a new claim has no answer")),
             Claim::Conflict => Err(TreasuryError::IdempotencyConflict),
             Claim::Replay {
                 status_code,
                 response,
             } => {
-                tx.rollback().await?;
                 let body = serde_json::from_str(&response).map_err(|e| corrupt(&e.to_string()))?;
-                Ok(Claimed::Answer(Stored {
+                Ok(Stored {
                     status: StatusCode::from_u16(status_code).unwrap_or(StatusCode::OK),
                     body,
-                }))
+                })
             }
             Claim::InProgress { resource_id } => {
-                // Give the connection back before reading the attempt (SQLite has one).
-                tx.rollback().await?;
                 let id = resource_id.ok_or(TreasuryError::RequestInProgress)?;
-                self.stored(&id, in_progress).await.map(Claimed::Answer)
+                self.stored(&id, in_progress).await
             }
         }
     }
@@ -2082,7 +1912,8 @@ impl Payments {
         )?;
         let ctx = self.context(&input.agent_id).await?;
         let mut conn = self.conn().await?;
-        let (mut decision, budgets, payee_known) = self.decide_in(&mut conn, &ctx, &input).await?;
+        let (mut decision, budgets, payee_known) =
+            self.decider.decide_in(&mut conn, &ctx, &input).await?;
         let mut checks = Vec::new();
         let mut refusal = None;
         for b in &budgets {
@@ -2116,6 +1947,16 @@ impl Payments {
             payee_known,
             payee_pubkey: input.invoice.payee_pubkey,
         })
+    }
+
+    /// New requests waiting to be recorded (queued, or in the transaction being committed).
+    pub fn creates_pending(&self) -> usize {
+        self.creates.pending()
+    }
+
+    /// Transactions that recorded new requests so far (see [`Creator`]).
+    pub fn create_transactions(&self) -> u64 {
+        self.creates.committed()
     }
 
     pub fn spawn_tracker(self: &Arc<Self>, payment_id: String) {

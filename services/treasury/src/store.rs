@@ -151,55 +151,80 @@ fn decode(r: &AnyRow) -> Result<PaymentRow, StoreError> {
 }
 
 pub async fn insert(conn: &mut AnyConnection, p: &PaymentRow) -> Result<(), StoreError> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "INSERT INTO treasury_payments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-         $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
-         $33, $34, $35, $36, $37, $38, $39, $40, $41)"
-    ));
-    sqlx::query::<Any>(sql)
-        .bind(&p.payment_id)
-        .bind(&p.idempotency_scope)
-        .bind(&p.idempotency_key)
-        .bind(&p.agent_id)
-        .bind(&p.org_id)
-        .bind(&p.host)
-        .bind(&p.payee_pubkey)
-        .bind(&p.source)
-        .bind(&p.requested_by)
-        .bind(&p.invoice)
-        .bind(&p.payment_hash)
-        .bind(i(p.invoice_expires_at_ms)?)
-        .bind(p.amount.as_i64())
-        .bind(p.max_fee.as_i64())
-        .bind(p.reserved.as_i64())
-        .bind(p.fee.as_i64())
-        .bind(&p.state)
-        .bind(&p.rail)
-        .bind(&p.purpose)
-        .bind(&p.preimage)
-        .bind(&p.failure_code)
-        .bind(&p.failure_reason)
-        .bind(&p.quote_id)
-        .bind(&p.hydra_receipt_hash)
-        .bind(&p.receipt_hash)
-        .bind(i(p.created_at_ms)?)
-        .bind(i(p.updated_at_ms)?)
-        .bind(&p.policy_bundle_id)
-        .bind(&p.decision_rule)
-        .bind(&p.decision_json)
-        .bind(json(&p.rails)?)
-        .bind(&p.stage)
-        .bind(json(&p.reservations)?)
-        .bind(opt_i(p.approval_expires_at_ms)?)
-        .bind(&p.approver)
-        .bind(&p.envelope_id)
-        .bind(opt_i(p.envelope_expires_at_ms)?)
-        .bind(p.credit_fee.as_i64())
-        .bind(&p.verification_id)
-        .bind(&p.verification_receipt_hash)
-        .bind(json(&p.linked_receipts)?)
-        .execute(conn)
-        .await?;
+    insert_many(conn, [p]).await
+}
+
+/// Columns of a row, as [`insert_many`] binds them.
+const INSERT_COLUMNS: usize = 41;
+/// Rows inserted per statement at most (SQLite binds at most 32 766 parameters).
+const INSERT_BATCH: usize = 256;
+
+/// Inserts `rows` in as few statements as fit (one, for up to 256 rows).
+pub async fn insert_many<'a>(
+    conn: &mut AnyConnection,
+    rows: impl IntoIterator<Item = &'a PaymentRow>,
+) -> Result<(), StoreError> {
+    let rows: Vec<&PaymentRow> = rows.into_iter().collect();
+    for chunk in rows.chunks(INSERT_BATCH) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|r| {
+                let params: Vec<String> = (1..=INSERT_COLUMNS)
+                    .map(|c| format!("${}", r * INSERT_COLUMNS + c))
+                    .collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO treasury_payments ({COLUMNS}) VALUES {}",
+            values.join(", ")
+        ));
+        let mut q = sqlx::query::<Any>(sql);
+        for p in chunk {
+            q = q
+                .bind(&p.payment_id)
+                .bind(&p.idempotency_scope)
+                .bind(&p.idempotency_key)
+                .bind(&p.agent_id)
+                .bind(&p.org_id)
+                .bind(&p.host)
+                .bind(&p.payee_pubkey)
+                .bind(&p.source)
+                .bind(&p.requested_by)
+                .bind(&p.invoice)
+                .bind(&p.payment_hash)
+                .bind(i(p.invoice_expires_at_ms)?)
+                .bind(p.amount.as_i64())
+                .bind(p.max_fee.as_i64())
+                .bind(p.reserved.as_i64())
+                .bind(p.fee.as_i64())
+                .bind(&p.state)
+                .bind(&p.rail)
+                .bind(&p.purpose)
+                .bind(&p.preimage)
+                .bind(&p.failure_code)
+                .bind(&p.failure_reason)
+                .bind(&p.quote_id)
+                .bind(&p.hydra_receipt_hash)
+                .bind(&p.receipt_hash)
+                .bind(i(p.created_at_ms)?)
+                .bind(i(p.updated_at_ms)?)
+                .bind(&p.policy_bundle_id)
+                .bind(&p.decision_rule)
+                .bind(&p.decision_json)
+                .bind(json(&p.rails)?)
+                .bind(&p.stage)
+                .bind(json(&p.reservations)?)
+                .bind(opt_i(p.approval_expires_at_ms)?)
+                .bind(&p.approver)
+                .bind(&p.envelope_id)
+                .bind(opt_i(p.envelope_expires_at_ms)?)
+                .bind(p.credit_fee.as_i64())
+                .bind(&p.verification_id)
+                .bind(&p.verification_receipt_hash)
+                .bind(json(&p.linked_receipts)?);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -352,16 +377,37 @@ pub async fn delete(conn: &mut AnyConnection, payment_id: &str) -> Result<bool, 
 }
 
 /// Records the receipt of an attempt that just ended (in the transaction that ended it).
-pub async fn set_receipt_hash(
+/// Receipt hashes set per statement at most (two parameters each).
+const RECEIPT_HASH_BATCH: usize = 2_048;
+
+/// Sets each payment's receipt hash, `(payment_id, receipt_hash)`, in as few statements as fit
+/// (one, for up to 2 048 payments).
+pub async fn set_receipt_hashes(
     conn: &mut AnyConnection,
-    payment_id: &str,
-    receipt_hash: &str,
+    hashes: &[(&str, String)],
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE treasury_payments SET receipt_hash = $2 WHERE payment_id = $1")
-        .bind(payment_id)
-        .bind(receipt_hash)
-        .execute(conn)
-        .await?;
+    for chunk in hashes.chunks(RECEIPT_HASH_BATCH) {
+        // `VALUES` names its columns column1.. on both backends.
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE treasury_payments SET receipt_hash = v.column2 FROM (VALUES {}) AS v \
+             WHERE treasury_payments.payment_id = v.column1",
+            values.join(", ")
+        ));
+        let mut q = sqlx::query::<Any>(sql);
+        for (id, hash) in chunk {
+            q = q.bind(*id).bind(hash.as_str());
+        }
+        let updated = q.execute(&mut *conn).await?.rows_affected();
+        if updated != chunk.len() as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "{updated} of {} payments took their receipt hash",
+                chunk.len()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -463,4 +509,14 @@ pub async fn activate_policy(
     .fetch_one(&mut *conn)
     .await?;
     u(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_insert_binds_one_parameter_per_column() {
+        assert_eq!(COLUMNS.split(',').count(), INSERT_COLUMNS);
+    }
 }

@@ -97,6 +97,126 @@ async fn a_direct_payment_is_created_with_its_quote_and_writes_twice() {
     assert!(!t.hydra.answered_key(&format!("treasury:{id}:quote")));
 }
 
+/// Requests that arrive while the writer is busy are recorded together: one transaction for all
+/// of them, each with its own answer, and the budget checked as if they had come one by one.
+#[tokio::test]
+async fn requests_arriving_together_are_recorded_together_within_their_budget() {
+    let t = Treasury::start(100_000).await;
+    let first = invoice(1_000, Network::Regtest, HOUR);
+    let (status, answer) = t.pay("k0", "agent-1", &first, 10).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let before = t.payments.create_transactions();
+    // Six of 30 000 (+ 10 fee) each: three fit in what is left of 100 000. With them, a replay of
+    // k0 and a conflicting reuse of it.
+    let mut requests: Vec<(String, String)> = (1..=6)
+        .map(|i| (format!("k{i}"), invoice(30_000, Network::Regtest, HOUR)))
+        .collect();
+    requests.push(("k0".into(), first.clone()));
+    requests.push(("k0".into(), invoice(2_000, Network::Regtest, HOUR)));
+    let held = t.payments.db.begin().await.unwrap();
+    let calls = futures::future::join_all(
+        requests
+            .iter()
+            .map(|(key, inv)| t.pay(key, "agent-1", inv, 10)),
+    );
+    let release = async {
+        // Bounded wait until every request waits to be recorded, then let them through.
+        for _ in 0..2_000 {
+            if t.payments.creates_pending() == requests.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(t.payments.creates_pending(), requests.len());
+        held.rollback().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(calls, release);
+    // The first to arrive may have been taken alone, before the rest queued up.
+    let transactions = t.payments.create_transactions() - before;
+    assert!(
+        (1..=2).contains(&transactions),
+        "{transactions} transactions"
+    );
+    let mut paid = 0;
+    let mut denied = Vec::new();
+    for (status, body) in &answers[..6] {
+        match *status {
+            StatusCode::CREATED => {
+                assert_eq!(body["payment"]["state"], "PAYMENT_STATE_SUCCEEDED");
+                paid += 1;
+            }
+            StatusCode::FORBIDDEN => {
+                assert_eq!(
+                    body["error"]["reason_code"], "agent_budget_exceeded",
+                    "{body}"
+                );
+                denied.push(body["error"]["details"]["payment_id"].clone());
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!((paid, denied.len()), (3, 3));
+    assert_eq!(answers[6], (status, answer), "the replay");
+    assert_eq!(answers[7].0, StatusCode::CONFLICT, "{}", answers[7].1);
+    assert_eq!(answers[7].1["error"]["code"], "IDEMPOTENCY_CONFLICT");
+    assert_eq!(t.hydra.pays(), 4);
+    let budget = t.budget("agent-1").await;
+    assert_eq!(budget["reserved_msat"], "0");
+    assert_eq!(t.count("treasury_payments").await, 7);
+    // One receipt per attempt, the denials' included, in one valid chain.
+    let receipts = t.receipt_chain().await;
+    assert_eq!(receipts.len(), 7);
+    for id in &denied {
+        let got = t.get_payment(id.as_str().unwrap()).await;
+        assert_eq!(got["payment"]["state"], "PAYMENT_STATE_DENIED");
+        assert_eq!(t.events_of(id.as_str().unwrap()).await, ["payment.denied"]);
+    }
+    t.ledger_conserved().await;
+}
+
+/// A caller that goes away while its request waits to be recorded does not strand the attempt
+/// (requests run on tasks of their own, `oa_service::detach`): it is recorded and paid all the
+/// same, and a replay of its key gets the end.
+#[tokio::test]
+async fn a_request_whose_caller_goes_away_is_still_driven_to_its_end() {
+    let t = Treasury::start(100_000).await;
+    let (status, _) = t
+        .pay("k0", "agent-1", &invoice(1_000, Network::Regtest, HOUR), 10)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let inv = invoice(2_000, Network::Regtest, HOUR);
+    let held = t.payments.db.begin().await.unwrap();
+    let gone = tokio::time::timeout(Duration::from_secs(5), async {
+        let call = t.pay("k1", "agent-1", &inv, 10);
+        let wait = async {
+            while t.payments.creates_pending() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        // The caller gives up as soon as its request is queued.
+        tokio::select! {
+            _ = call => panic!("answered while the writer was held"),
+            () = wait => {}
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the request never reached the queue");
+    held.rollback().await.unwrap();
+    let mut replay = None;
+    for _ in 0..500 {
+        let (status, body) = t.pay("k1", "agent-1", &inv, 10).await;
+        if status == StatusCode::CREATED {
+            replay = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let body = replay.expect("the abandoned request ends");
+    assert_eq!(body["payment"]["state"], "PAYMENT_STATE_SUCCEEDED");
+    assert_eq!(t.hydra.pays(), 2);
+    assert_eq!(t.budget("agent-1").await["reserved_msat"], "0");
+}
+
 #[tokio::test]
 async fn a_payment_over_budget_is_denied_with_a_receipt_and_replayed() {
     let t = Treasury::start(10_000).await;
