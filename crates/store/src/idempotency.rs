@@ -99,6 +99,16 @@ pub async fn claim_for(
     if inserted == 1 {
         return Ok(Claim::New);
     }
+    existing(conn, scope, key, fingerprint).await
+}
+
+/// What a request with `fingerprint` gets from a key already claimed.
+async fn existing(
+    conn: &mut sqlx::AnyConnection,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Claim, StoreError> {
     let row = sqlx::query::<Any>(
         "SELECT fingerprint, state, status_code, response, resource_id
          FROM idempotency_keys WHERE scope = $1 AND key = $2",
@@ -125,6 +135,61 @@ pub async fn claim_for(
     Ok(Claim::InProgress {
         resource_id: row.try_get("resource_id")?,
     })
+}
+
+/// One request's claim for [`claim_many`]: scope, key, fingerprint, and the resource it will
+/// create if known.
+pub type ClaimRequest<'a> = (&'a str, &'a str, &'a str, Option<&'a str>);
+
+/// Keys claimed per statement at most (five parameters each; SQLite binds at most 32 766).
+const CLAIM_BATCH: usize = 1_024;
+
+/// [`claim_for`] for many requests, in order: the new keys are inserted in one statement (per
+/// 1 024), and only keys already claimed are looked at one by one. A key that appears twice is
+/// new for its first request only.
+pub async fn claim_many(
+    conn: &mut sqlx::AnyConnection,
+    claims: &[ClaimRequest<'_>],
+    now_ms: u64,
+) -> Result<Vec<Claim>, StoreError> {
+    let now = i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?;
+    let mut out = Vec::with_capacity(claims.len());
+    for chunk in claims.chunks(CLAIM_BATCH) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = 2 + i * 4;
+                format!(
+                    "(${p}, ${}, ${}, 'pending', ${}, $1, $1)",
+                    p + 1,
+                    p + 2,
+                    p + 3
+                )
+            })
+            .collect();
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO idempotency_keys
+               (scope, key, fingerprint, state, resource_id, created_at_ms, updated_at_ms)
+             VALUES {} ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key",
+            values.join(", ")
+        ));
+        let mut q = sqlx::query::<Any>(sql).bind(now);
+        for &(scope, key, fingerprint, resource_id) in chunk {
+            q = q.bind(scope).bind(key).bind(fingerprint).bind(resource_id);
+        }
+        let mut inserted = std::collections::HashSet::new();
+        for row in q.fetch_all(&mut *conn).await? {
+            inserted.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+        }
+        for &(scope, key, fingerprint, _) in chunk {
+            // Taking it out of the set: a second request for the same key is not new.
+            if inserted.remove(&(scope.to_owned(), key.to_owned())) {
+                out.push(Claim::New);
+            } else {
+                out.push(existing(conn, scope, key, fingerprint).await?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether `(scope, key)` has been claimed (pending or done): read outside any transaction, to

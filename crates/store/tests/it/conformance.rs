@@ -116,6 +116,67 @@ async fn idempotency_claim_replays_and_detects_conflicts() {
 }
 
 #[tokio::test]
+async fn many_claims_at_once_answer_as_one_at_a_time() {
+    each_backend(|db| async move {
+        let mut tx = db.begin().await.unwrap();
+        assert_eq!(
+            idempotency::claim(&mut tx, "s", "done", "fp", 1)
+                .await
+                .unwrap(),
+            Claim::New
+        );
+        idempotency::complete(&mut tx, "s", "done", 201, "{}", 1)
+            .await
+            .unwrap();
+        let claims = idempotency::claim_many(
+            &mut tx,
+            &[
+                ("s", "a", "fp", Some("pay_a")),
+                ("s", "done", "fp", None),
+                ("s", "done", "other", None),
+                ("s", "b", "fp", None),
+                // The same key again in the same call: the first request holds it.
+                ("s", "a", "fp", None),
+                ("s", "a", "other", None),
+            ],
+            2,
+        )
+        .await
+        .unwrap();
+        let replay = Claim::Replay {
+            status_code: 201,
+            response: "{}".into(),
+        };
+        let a = Claim::InProgress {
+            resource_id: Some("pay_a".into()),
+        };
+        assert_eq!(
+            claims,
+            [
+                Claim::New,
+                replay,
+                Claim::Conflict,
+                Claim::New,
+                a,
+                Claim::Conflict
+            ]
+        );
+        assert!(
+            idempotency::claim_many(&mut tx, &[], 2)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        tx.commit().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let again = idempotency::claim(&mut tx, "s", "b", "fp", 3).await;
+        assert_eq!(again.unwrap(), Claim::InProgress { resource_id: None });
+        tx.rollback().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn many_keys_complete_in_one_statement_or_none_does() {
     each_backend(|db| async move {
         let mut tx = db.begin().await.unwrap();
