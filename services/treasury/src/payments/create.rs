@@ -172,29 +172,39 @@ impl Committer for Creator {
         order.sort_by(|&a, &b| jobs[a].claim.cmp(&jobs[b].claim));
         let mut tx = self.db.begin().await?;
         let mut out: Vec<Option<Created>> = (0..jobs.len()).map(|_| None).collect();
+        let claims: Vec<idempotency::ClaimRequest<'_>> = order
+            .iter()
+            .map(|&i| {
+                let (scope, key, fingerprint) = &jobs[i].claim;
+                let id = Some(jobs[i].payment_id.as_str());
+                (scope.as_str(), key.as_str(), fingerprint.as_str(), id)
+            })
+            .collect();
         let mut new = Vec::with_capacity(jobs.len());
-        for i in order {
-            let job = &jobs[i];
-            let (scope, key, fingerprint) = &job.claim;
-            match idempotency::claim_for(
-                &mut tx,
-                scope,
-                key,
-                fingerprint,
-                Some(&job.payment_id),
-                now,
-            )
-            .await?
-            {
+        for (i, claim) in order
+            .into_iter()
+            .zip(idempotency::claim_many(&mut tx, &claims, now).await?)
+        {
+            match claim {
                 Claim::New => new.push(i),
                 used => out[i] = Some(Created::Used(used)),
             }
         }
+        let payers: Vec<budget::Payer<'_>> = new
+            .iter()
+            .map(|&i| {
+                let (ctx, input) = (&jobs[i].ctx, &jobs[i].input);
+                let (org, host) = (ctx.org.as_deref(), input.host.as_deref());
+                (input.agent_id.as_str(), org, host)
+            })
+            .collect();
+        let applicable = budget::applicable_many(&mut tx, &payers).await?;
         let mut decided = Vec::with_capacity(new.len());
-        for i in new {
+        for (i, budgets) in new.into_iter().zip(applicable) {
+            let (ctx, input) = (&jobs[i].ctx, &jobs[i].input);
             let (decision, budgets, _) = self
                 .decider
-                .decide_in(&mut tx, &jobs[i].ctx, &jobs[i].input)
+                .decide_with(&mut tx, ctx, input, budgets)
                 .await?;
             decided.push((i, decision, budgets));
         }

@@ -379,3 +379,56 @@ async fn a_budget_is_replaced_idempotently_and_shows_its_settings() {
         .collect();
     assert_eq!(periods, vec![json!("daily"), json!("monthly")]);
 }
+
+/// The budgets of many payers read in one statement are each payer's, in the order they apply,
+/// as reading them one payer at a time gives them.
+#[tokio::test]
+async fn the_budgets_of_many_payers_read_at_once_are_each_payers_own() {
+    let t = treasury().await;
+    let budget = |key: &str, limit: &str, period: &str| json!({"idempotency_key": key, "limit_msat": limit, "period": period});
+    t.set_budget("org", "acme", budget("o1", "50000", "daily"))
+        .await;
+    t.set_budget("org", "acme", budget("o2", "90000", "never"))
+        .await;
+    t.set_budget("agent", "acme-1", budget("a1", "10000", "never"))
+        .await;
+    t.set_budget("agent", "solo", budget("a2", "10000", "never"))
+        .await;
+    t.set_budget("host", "api.example.com", budget("h", "5000", "daily"))
+        .await;
+    let payers = [
+        ("acme-1", Some("acme"), Some("api.example.com")),
+        ("solo", None, None),
+        ("acme-2", Some("acme"), None),
+        ("nobody", None, Some("other.example.com")),
+        ("acme-1", Some("acme"), Some("api.example.com")),
+    ];
+    let mut conn = t.db.pool().acquire().await.unwrap();
+    let labels = |budgets: Vec<treasury::budget::BudgetConfig>| -> Vec<String> {
+        budgets.iter().map(|b| b.label()).collect()
+    };
+    let many = treasury::budget::applicable_many(&mut conn, &payers)
+        .await
+        .unwrap();
+    assert_eq!(many.len(), payers.len());
+    for ((agent, org, host), got) in payers.into_iter().zip(many) {
+        let one = treasury::budget::applicable(&mut conn, agent, org, host)
+            .await
+            .unwrap();
+        assert_eq!(labels(got), labels(one), "{agent}");
+    }
+    let first = treasury::budget::applicable_many(&mut conn, &payers[..1])
+        .await
+        .unwrap();
+    assert_eq!(
+        labels(first.into_iter().next().unwrap()),
+        [
+            "org:acme:daily",
+            "org:acme:never",
+            "agent:acme-1:never",
+            "host:api.example.com:daily"
+        ]
+    );
+    let none = treasury::budget::applicable_many(&mut conn, &[]).await;
+    assert!(none.unwrap().is_empty());
+}
