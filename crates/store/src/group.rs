@@ -50,6 +50,7 @@ type Reply<C> = oneshot::Sender<Result<<C as Committer>::Out, <C as Committer>::
 /// The handle callers submit jobs through; cheap to clone.
 pub struct GroupCommit<C: Committer> {
     queue: mpsc::Sender<(C::Job, Reply<C>)>,
+    committer: Arc<C>,
     counts: Arc<Counts>,
 }
 
@@ -66,6 +67,7 @@ impl<C: Committer> Clone for GroupCommit<C> {
     fn clone(&self) -> Self {
         Self {
             queue: self.queue.clone(),
+            committer: self.committer.clone(),
             counts: self.counts.clone(),
         }
     }
@@ -84,8 +86,20 @@ impl<C: Committer> GroupCommit<C> {
     pub fn spawn(committer: C, max_batch: usize, queue: usize) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let counts = Arc::new(Counts::default());
-        tokio::spawn(run(committer, rx, max_batch.max(1), counts.clone()));
-        Self { queue: tx, counts }
+        let committer = Arc::new(committer);
+        tokio::spawn(run(committer.clone(), rx, max_batch.max(1), counts.clone()));
+        Self {
+            queue: tx,
+            committer,
+            counts,
+        }
+    }
+
+    /// Commits one job in a transaction of its own, in the caller's task, beside the batches.
+    pub async fn commit_alone(&self, job: C::Job) -> Result<C::Out, C::Error> {
+        let mut outs = self.committer.commit(std::slice::from_ref(&job)).await?;
+        self.counts.committed.fetch_add(1, Ordering::Relaxed);
+        outs.pop().ok_or_else(|| C::Error::from(Stopped))
     }
 
     /// Submits one job and waits until the transaction holding it has committed (or failed).
@@ -127,7 +141,7 @@ impl Drop for Unsent<'_> {
 }
 
 async fn run<C: Committer>(
-    committer: C,
+    committer: Arc<C>,
     mut rx: mpsc::Receiver<(C::Job, Reply<C>)>,
     max: usize,
     counts: Arc<Counts>,

@@ -29,7 +29,7 @@ use oa_service::{
     Base, Clock, CommonArgs, SystemClock,
     base::{count_by, run_http},
 };
-use oa_store::{Db, MigrationSet, receipt_log::ReceiptLog};
+use oa_store::{Backend, Db, MigrationSet, receipt_log::ReceiptLog};
 
 use crate::{
     hydra_client::{HttpHydra, Hydra},
@@ -93,6 +93,30 @@ pub struct Config {
     /// How often expired approvals and unsettled expired envelopes are swept.
     #[arg(long, env = "OA_TREASURY_SWEEP_INTERVAL_MS", default_value_t = 5_000)]
     pub sweep_interval_ms: u64,
+    /// Record new payment attempts many per transaction (group commit). `auto`: on PostgreSQL,
+    /// where it measured faster with less database CPU, not on SQLite, whose one writer already
+    /// takes transactions one at a time and where it measured slower (BENCHMARKS.md).
+    #[arg(long, env = "OA_TREASURY_GROUP_CREATES", value_enum, default_value_t = GroupCreates::Auto)]
+    pub group_creates: GroupCreates,
+}
+
+/// Whether treasury records new attempts by group commit (see `--group-creates`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupCreates {
+    Auto,
+    On,
+    Off,
+}
+
+impl GroupCreates {
+    /// Whether new attempts are group-committed on `backend`.
+    pub fn on(self, backend: Backend) -> bool {
+        match self {
+            GroupCreates::Auto => backend == Backend::Postgres,
+            GroupCreates::On => true,
+            GroupCreates::Off => false,
+        }
+    }
 }
 
 /// External effects a caller may supply (tests give fakes); `None` builds the HTTP clients.
@@ -171,6 +195,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>, deps: Deps) -> anyhow
             max_payment: Msat::new(config.max_payment_msat).context("--max-payment-msat")?,
             default_budget: Msat::new(config.default_agent_budget_msat)
                 .context("--default-agent-budget-msat")?,
+            group_creates: config.group_creates.on(base.db.backend()),
         },
         policies,
         Arc::new(Assessor::new(risk, clock)),
@@ -219,4 +244,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         app.payments.clock.clone(),
     );
     run_http(SERVICE, config.common.listen, app.http, app.db).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn new_attempts_are_grouped_by_default_on_postgresql_only() {
+        let parse = |args: &[&str]| {
+            let base = [
+                "treasury",
+                "--listen=127.0.0.1:0",
+                "--database-url=sqlite::memory:",
+                "--receipt-key-file=k",
+                "--trust-file=t",
+                "--hydra-url=http://h",
+            ];
+            let base = base.iter();
+            Config::try_parse_from(base.chain(args.iter()))
+        };
+        let auto = parse(&[]).unwrap().group_creates;
+        assert_eq!(auto, GroupCreates::Auto);
+        assert!(auto.on(Backend::Postgres));
+        assert!(!auto.on(Backend::Sqlite));
+        let on = parse(&["--group-creates=on"]).unwrap().group_creates;
+        assert!(on.on(Backend::Sqlite));
+        let off = parse(&["--group-creates=off"]).unwrap().group_creates;
+        assert!(!off.on(Backend::Postgres));
+        assert!(parse(&["--group-creates=sometimes"]).is_err());
+    }
 }

@@ -121,6 +121,8 @@ pub struct PaymentsConfig {
     pub max_payment: Msat,
     /// Budget given to an agent on its first payment; zero means agents need an explicit budget.
     pub default_budget: Msat,
+    /// New attempts are recorded many per transaction (see [`Creator`]); else each in its own.
+    pub group_creates: bool,
 }
 
 /// What claiming an idempotency key leaves the caller with.
@@ -880,7 +882,12 @@ impl Payments {
             input,
             quote_id,
         };
-        let row = match self.creates.submit(job).await? {
+        let created = if self.config.group_creates {
+            self.creates.submit(job).await?
+        } else {
+            self.creates.commit_alone(job).await?
+        };
+        let row = match created {
             Created::Used(used) => return self.answer_used(used, StatusCode::ACCEPTED).await,
             Created::Denied(stored) => return Ok(stored),
             Created::Waiting => return self.stored(&payment_id, StatusCode::ACCEPTED).await,

@@ -58,6 +58,8 @@ pub struct Opts {
     pub risk: Option<FakeRisk>,
     /// Reuse this keyring directory (a second process of the same deployment).
     pub ring_dir: Option<std::path::PathBuf>,
+    /// `--group-creates` (`auto` if unset).
+    pub group_creates: Option<&'static str>,
 }
 
 impl Default for Opts {
@@ -70,6 +72,7 @@ impl Default for Opts {
             hydra: None,
             risk: None,
             ring_dir: None,
+            group_creates: None,
         }
     }
 }
@@ -117,6 +120,9 @@ impl Treasury {
             "--hydra-url=http://127.0.0.1:1".into(),
             format!("--default-agent-budget-msat={}", opts.default_budget_msat),
         ];
+        if let Some(g) = opts.group_creates {
+            args.push(format!("--group-creates={g}"));
+        }
         if let Some(p) = &opts.policy {
             let path = dir.path().join("policy.toml");
             std::fs::write(&path, p).unwrap();

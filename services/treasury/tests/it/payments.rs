@@ -97,11 +97,16 @@ async fn a_direct_payment_is_created_with_its_quote_and_writes_twice() {
     assert!(!t.hydra.answered_key(&format!("treasury:{id}:quote")));
 }
 
-/// Requests that arrive while the writer is busy are recorded together: one transaction for all
-/// of them, each with its own answer, and the budget checked as if they had come one by one.
+/// With `--group-creates=on` (the default on PostgreSQL), requests that arrive while the writer
+/// is busy are recorded together: one transaction for all of them, each with its own answer, and
+/// the budget checked as if they had come one by one.
 #[tokio::test]
 async fn requests_arriving_together_are_recorded_together_within_their_budget() {
-    let t = Treasury::start(100_000).await;
+    let t = Treasury::with(Opts {
+        group_creates: Some("on"),
+        ..Opts::default()
+    })
+    .await;
     let first = invoice(1_000, Network::Regtest, HOUR);
     let (status, answer) = t.pay("k0", "agent-1", &first, 10).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
@@ -179,7 +184,11 @@ async fn requests_arriving_together_are_recorded_together_within_their_budget() 
 /// same, and a replay of its key gets the end.
 #[tokio::test]
 async fn a_request_whose_caller_goes_away_is_still_driven_to_its_end() {
-    let t = Treasury::start(100_000).await;
+    let t = Treasury::with(Opts {
+        group_creates: Some("on"),
+        ..Opts::default()
+    })
+    .await;
     let (status, _) = t
         .pay("k0", "agent-1", &invoice(1_000, Network::Regtest, HOUR), 10)
         .await;
