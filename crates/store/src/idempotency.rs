@@ -152,6 +152,11 @@ pub async fn claim_many(
     claims: &[ClaimRequest<'_>],
     now_ms: u64,
 ) -> Result<Vec<Claim>, StoreError> {
+    if let [(scope, key, fingerprint, resource_id)] = *claims {
+        // One claim: the plain statement, which every caller of `claim` prepares anyway.
+        let claim = claim_for(conn, scope, key, fingerprint, resource_id, now_ms).await?;
+        return Ok(vec![claim]);
+    }
     let now = i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?;
     let mut out = Vec::with_capacity(claims.len());
     for chunk in claims.chunks(CLAIM_BATCH) {

@@ -168,9 +168,15 @@ async fn many_claims_at_once_answer_as_one_at_a_time() {
                 .is_empty()
         );
         tx.commit().await.unwrap();
+        // One claim alone takes the plain statement, with the same answers.
         let mut tx = db.begin().await.unwrap();
-        let again = idempotency::claim(&mut tx, "s", "b", "fp", 3).await;
-        assert_eq!(again.unwrap(), Claim::InProgress { resource_id: None });
+        let one = |key, fingerprint| [("s", key, fingerprint, None)];
+        let again = idempotency::claim_many(&mut tx, &one("b", "fp"), 3).await;
+        assert_eq!(again.unwrap(), [Claim::InProgress { resource_id: None }]);
+        let other = idempotency::claim_many(&mut tx, &one("b", "other"), 3).await;
+        assert_eq!(other.unwrap(), [Claim::Conflict]);
+        let new = idempotency::claim_many(&mut tx, &one("c", "fp"), 3).await;
+        assert_eq!(new.unwrap(), [Claim::New]);
         tx.rollback().await.unwrap();
     })
     .await;
