@@ -112,12 +112,14 @@ impl<C: Committer> GroupCommit<C> {
         answer.await.map_err(|_| Stopped)?
     }
 
-    /// Jobs submitted and not yet answered: queued, or in the batch being committed.
+    /// Jobs submitted and not yet answered: queued, or in the batch being committed (not those of
+    /// [`GroupCommit::commit_alone`]).
     pub fn pending(&self) -> usize {
         self.counts.pending.load(Ordering::Relaxed)
     }
 
-    /// Transactions committed so far (a batch, or one job of a failed batch retried alone).
+    /// Transactions committed so far: a batch, one job of a failed batch retried alone, or one
+    /// job of [`GroupCommit::commit_alone`].
     pub fn committed(&self) -> u64 {
         self.counts.committed.load(Ordering::Relaxed)
     }

@@ -10,7 +10,10 @@
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row};
 
-use crate::StoreError;
+use crate::{
+    StoreError,
+    sql::{is_sqlite, param, placeholders},
+};
 
 /// Longest accepted idempotency key: long enough for a UUID plus a caller prefix, short enough
 /// to keep the unique index small.
@@ -141,7 +144,7 @@ async fn existing(
 /// create if known.
 pub type ClaimRequest<'a> = (&'a str, &'a str, &'a str, Option<&'a str>);
 
-/// Keys claimed per statement at most (five parameters each; SQLite binds at most 32 766).
+/// Keys claimed per statement at most (six parameters each; SQLite binds at most 32 766).
 const CLAIM_BATCH: usize = 1_024;
 
 /// [`claim_for`] for many requests, in order: the new keys are inserted in one statement (per
@@ -160,14 +163,14 @@ pub async fn claim_many(
     let now = i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?;
     let mut out = Vec::with_capacity(claims.len());
     for chunk in claims.chunks(CLAIM_BATCH) {
+        let sqlite = is_sqlite(conn);
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
-                let p = 2 + i * 4;
+                let p = |k| param(sqlite, i * 6 + k);
+                let (scope, key, fingerprint) = (p(1), p(2), p(3));
+                let (resource, created, updated) = (p(4), p(5), p(6));
                 format!(
-                    "(${p}, ${}, ${}, 'pending', ${}, $1, $1)",
-                    p + 1,
-                    p + 2,
-                    p + 3
+                    "({scope}, {key}, {fingerprint}, 'pending', {resource}, {created}, {updated})"
                 )
             })
             .collect();
@@ -177,9 +180,15 @@ pub async fn claim_many(
              VALUES {} ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key",
             values.join(", ")
         ));
-        let mut q = sqlx::query::<Any>(sql).bind(now);
+        let mut q = sqlx::query::<Any>(sql);
         for &(scope, key, fingerprint, resource_id) in chunk {
-            q = q.bind(scope).bind(key).bind(fingerprint).bind(resource_id);
+            q = q
+                .bind(scope)
+                .bind(key)
+                .bind(fingerprint)
+                .bind(resource_id)
+                .bind(now)
+                .bind(now);
         }
         let mut inserted = std::collections::HashSet::new();
         for row in q.fetch_all(&mut *conn).await? {
@@ -262,7 +271,8 @@ pub async fn complete(
 /// A key's final response, for [`complete_many`]: scope, key, status code and response.
 pub type Completion<'a> = (&'a str, &'a str, u16, &'a str);
 
-/// Keys completed per statement at most (four parameters each; SQLite binds at most 32 766).
+/// Keys completed per statement at most (four parameters each, and the time; SQLite binds at
+/// most 32 766).
 const COMPLETE_BATCH: usize = 1_024;
 
 /// [`complete`] for many keys, in as few statements as fit (one, for up to 1 024 keys).
@@ -274,17 +284,17 @@ pub async fn complete_many(
     let now = i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?;
     for chunk in completions.chunks(COMPLETE_BATCH) {
         // `VALUES` names its columns column1.. on both backends.
+        // The time is the first parameter, and the rows' follow in order.
+        let sqlite = is_sqlite(conn);
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p = 2 + i * 4;
-                format!("(${p}, ${}, ${}, ${})", p + 1, p + 2, p + 3)
-            })
+            .map(|i| format!("({})", placeholders(sqlite, 2 + i * 4, 4)))
             .collect();
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE idempotency_keys SET state = 'done', status_code = v.column3, \
-             response = v.column4, updated_at_ms = $1 \
+             response = v.column4, updated_at_ms = {} \
              FROM (VALUES {}) AS v \
              WHERE idempotency_keys.scope = v.column1 AND idempotency_keys.key = v.column2",
+            param(sqlite, 1),
             values.join(", ")
         ));
         let mut q = sqlx::query::<sqlx::Any>(sql).bind(now);

@@ -370,8 +370,10 @@ pub async fn applicable_many(
     let subjects: Vec<(Kind, &str)> = subjects.into_iter().collect();
     let mut found: BTreeMap<(Kind, String), Vec<BudgetConfig>> = BTreeMap::new();
     for chunk in subjects.chunks(SUBJECTS_BATCH) {
+        let sqlite = oa_store::sql::is_sqlite(conn);
+        let p = |n| oa_store::sql::param(sqlite, n);
         let wheres: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(kind = ${} AND subject = ${})", 2 * i + 1, 2 * i + 2))
+            .map(|i| format!("(kind = {} AND subject = {})", p(2 * i + 1), p(2 * i + 2)))
             .collect();
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM treasury_budget_configs WHERE {}",
@@ -699,33 +701,28 @@ pub fn fits(status: &BudgetStatus, amount: Msat, cap_bps: Option<u32>) -> bool {
     }
 }
 
-/// What one reservation asks for: `amount` in every budget of `budgets`, for a payment.
-pub type Request<'a> = (&'a str, &'a [BudgetConfig], Msat);
+/// What one reservation asks for: `amount` in every budget of `budgets`, for a payment, in the
+/// windows current at its request's time (ms).
+pub type Request<'a> = (&'a str, &'a [BudgetConfig], Msat, u64);
 
 /// Why a reservation was refused, or its pending transfer ids (to settle later).
 pub type Reserved = Result<Vec<String>, Refusal>;
 
-/// Reserves `amount` in every budget of `budgets` at `now_ms` for a payment, all or nothing.
-/// Returns the pending transfer ids (to settle later), or why it was refused. `cap_bps` caps
-/// each budget at that fraction of its funding (degraded risk). Windows in `known` are not
-/// created again.
-pub async fn reserve(
+/// Reserves `amount` in every budget of `budgets` for a payment, all or nothing, with each budget
+/// capped at `bps` of its funding (degraded risk). Returns the pending transfer ids (to settle
+/// later), or why it was refused. Windows in `known` are not created again. `now_ms` stamps the
+/// ledger's transfers. Without a cap, see [`reserve_many`].
+pub async fn reserve_capped(
     conn: &mut AnyConnection,
     known: &KnownWindows,
-    (payment_id, budgets, amount): Request<'_>,
-    cap_bps: Option<u32>,
+    (payment_id, budgets, amount, at_ms): Request<'_>,
+    bps: u32,
     now_ms: u64,
 ) -> Result<Reserved, TreasuryError> {
-    let Some(bps) = cap_bps else {
-        let mut one = reserve_many(conn, known, &[(payment_id, budgets, amount)], now_ms).await?;
-        return one
-            .pop()
-            .ok_or_else(|| corrupt("one reservation gave no answer"));
-    };
     if budgets.is_empty() {
         return Ok(Err(Refusal::NoBudget));
     }
-    let windows = windows_of(conn, known, budgets, now_ms).await?;
+    let windows = windows_of(conn, known, budgets, at_ms).await?;
     // Lock in account order, as every writer of these rows does, so capped reservers never
     // deadlock each other.
     let mut order: Vec<&(&BudgetConfig, (String, String))> = windows.iter().collect();
@@ -764,10 +761,10 @@ pub async fn reserve(
     outcome(&windows, transfers, &results)
 }
 
-/// [`reserve`] without a cap for several payments, in order, each all or nothing and each
-/// seeing the ones before it, in as few ledger batches as fit (one, for any batch of new
-/// payments): a batch locks every account it touches in id order, so concurrent ones cannot
-/// deadlock.
+/// Reserves for several payments, without a cap, in order: each all or nothing (see
+/// [`reserve_capped`]) and each seeing the ones before it, in as few ledger batches as fit (one,
+/// for any batch of new payments). A ledger batch locks every account it touches in id order, so
+/// concurrent ones cannot deadlock. `now_ms` stamps the ledger's transfers.
 pub async fn reserve_many(
     conn: &mut AnyConnection,
     known: &KnownWindows,
@@ -777,13 +774,13 @@ pub async fn reserve_many(
     let mut out: Vec<Option<Reserved>> = Vec::with_capacity(requests.len());
     // Per request with budgets: its windows and its transfers.
     let mut chains = Vec::new();
-    for (i, &(payment_id, budgets, amount)) in requests.iter().enumerate() {
+    for (i, &(payment_id, budgets, amount, at_ms)) in requests.iter().enumerate() {
         if budgets.is_empty() {
             out.push(Some(Err(Refusal::NoBudget)));
             continue;
         }
         out.push(None);
-        let windows = windows_of(conn, known, budgets, now_ms).await?;
+        let windows = windows_of(conn, known, budgets, at_ms).await?;
         let transfers = chain(payment_id, &windows, amount);
         chains.push((i, windows, transfers));
     }
@@ -821,7 +818,7 @@ pub async fn reserve_many(
         .collect()
 }
 
-/// Each budget's current window (created unless in `known`) with its accounts.
+/// Each budget's window current at `now_ms` (created unless in `known`) with its accounts.
 async fn windows_of<'a>(
     conn: &mut AnyConnection,
     known: &KnownWindows,

@@ -881,6 +881,7 @@ impl Payments {
             ctx,
             input,
             quote_id,
+            now,
         };
         let created = if self.config.group_creates {
             self.creates.submit(job).await?
@@ -888,6 +889,14 @@ impl Payments {
             self.creates.commit_alone(job).await?
         };
         let row = match created {
+            // Our own attempt: recorded by a batch whose COMMIT went through but was reported
+            // failed, then retried alone. Nobody drives it yet.
+            Created::Used(Claim::InProgress {
+                resource_id: Some(id),
+            }) if id == payment_id => {
+                self.spawn_tracker(payment_id.clone());
+                return self.stored(&payment_id, StatusCode::ACCEPTED).await;
+            }
             Created::Used(used) => return self.answer_used(used, StatusCode::ACCEPTED).await,
             Created::Denied(stored) => return Ok(stored),
             Created::Waiting => return self.stored(&payment_id, StatusCode::ACCEPTED).await,
@@ -1956,7 +1965,8 @@ impl Payments {
         })
     }
 
-    /// New requests waiting to be recorded (queued, or in the transaction being committed).
+    /// New requests waiting to be recorded by group commit (queued, or in the transaction being
+    /// committed); always 0 without `--group-creates`.
     pub fn creates_pending(&self) -> usize {
         self.creates.pending()
     }

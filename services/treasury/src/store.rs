@@ -1,7 +1,10 @@
 //! SQL for payment attempts, policies and known payees. Budgets live in the ledger (`budget.rs`).
 
 use oa_money::Msat;
-use oa_store::StoreError;
+use oa_store::{
+    StoreError,
+    sql::{is_sqlite, row_placeholders},
+};
 use sqlx::{Any, AnyConnection, Row, any::AnyRow};
 
 pub const DENIED: &str = "denied";
@@ -150,10 +153,6 @@ fn decode(r: &AnyRow) -> Result<PaymentRow, StoreError> {
     })
 }
 
-pub async fn insert(conn: &mut AnyConnection, p: &PaymentRow) -> Result<(), StoreError> {
-    insert_many(conn, [p]).await
-}
-
 /// Columns of a row, as [`insert_many`] binds them.
 const INSERT_COLUMNS: usize = 41;
 /// Rows inserted per statement at most (SQLite binds at most 32 766 parameters).
@@ -166,17 +165,9 @@ pub async fn insert_many<'a>(
 ) -> Result<(), StoreError> {
     let rows: Vec<&PaymentRow> = rows.into_iter().collect();
     for chunk in rows.chunks(INSERT_BATCH) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|r| {
-                let params: Vec<String> = (1..=INSERT_COLUMNS)
-                    .map(|c| format!("${}", r * INSERT_COLUMNS + c))
-                    .collect();
-                format!("({})", params.join(", "))
-            })
-            .collect();
+        let values = row_placeholders(is_sqlite(conn), chunk.len(), INSERT_COLUMNS);
         let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO treasury_payments ({COLUMNS}) VALUES {}",
-            values.join(", ")
+            "INSERT INTO treasury_payments ({COLUMNS}) VALUES {values}"
         ));
         let mut q = sqlx::query::<Any>(sql);
         for p in chunk {
@@ -376,11 +367,11 @@ pub async fn delete(conn: &mut AnyConnection, payment_id: &str) -> Result<bool, 
     Ok(n == 1)
 }
 
-/// Records the receipt of an attempt that just ended (in the transaction that ended it).
 /// Receipt hashes set per statement at most (two parameters each).
 const RECEIPT_HASH_BATCH: usize = 2_048;
 
-/// Sets each payment's receipt hash, `(payment_id, receipt_hash)`, in as few statements as fit
+/// Records the receipts of attempts that just ended (in the transaction that ended them): each
+/// payment's receipt hash, `(payment_id, receipt_hash)`, in as few statements as fit
 /// (one, for up to 2 048 payments).
 pub async fn set_receipt_hashes(
     conn: &mut AnyConnection,
@@ -388,13 +379,10 @@ pub async fn set_receipt_hashes(
 ) -> Result<(), StoreError> {
     for chunk in hashes.chunks(RECEIPT_HASH_BATCH) {
         // `VALUES` names its columns column1.. on both backends.
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-            .collect();
+        let values = row_placeholders(is_sqlite(conn), chunk.len(), 2);
         let sql = sqlx::AssertSqlSafe(format!(
-            "UPDATE treasury_payments SET receipt_hash = v.column2 FROM (VALUES {}) AS v \
-             WHERE treasury_payments.payment_id = v.column1",
-            values.join(", ")
+            "UPDATE treasury_payments SET receipt_hash = v.column2 FROM (VALUES {values}) AS v \
+             WHERE treasury_payments.payment_id = v.column1"
         ));
         let mut q = sqlx::query::<Any>(sql);
         for (id, hash) in chunk {

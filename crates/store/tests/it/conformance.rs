@@ -183,7 +183,7 @@ async fn many_claims_at_once_answer_as_one_at_a_time() {
 }
 
 #[tokio::test]
-async fn many_keys_complete_in_one_statement_or_none_does() {
+async fn many_keys_complete_in_one_statement_and_a_missing_one_is_an_error() {
     each_backend(|db| async move {
         let mut tx = db.begin().await.unwrap();
         for key in ["a", "b", "c"] {

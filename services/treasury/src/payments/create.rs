@@ -124,6 +124,9 @@ pub(super) struct CreateJob {
     pub(super) input: Input,
     /// Hydra's quote, asked before the transaction: the attempt's if it starts on the direct rail.
     pub(super) quote_id: Option<String>,
+    /// When the request came: its row's creation, its approval's expiry, and the budget windows
+    /// it reserves in (those its request prepared).
+    pub(super) now: u64,
 }
 
 /// What recording a new request did.
@@ -146,9 +149,13 @@ pub(super) enum Created {
 /// reservation sees those of the jobs before it, so budgets are checked as if the requests had
 /// come one at a time.
 ///
-/// Locks (on PostgreSQL) are taken in one order by every batch, so two replicas' batches cannot
+/// Locks (on PostgreSQL) are taken in one order by every batch, so two replicas' batches do not
 /// deadlock: the keys (claimed in key order), the budgets (one ledger batch, in account order),
-/// then the receipt log's head and the journal's, as [`super::Finisher`] takes them.
+/// then the receipt log's head and the journal's, as [`super::Finisher`] takes them. Two rare
+/// cases step out of that order: capped reservations (degraded risk), taken one by one after the
+/// batch's, and a budget window the request did not find created (its period rolled over, or a
+/// budget appeared meanwhile). Should they deadlock, PostgreSQL fails one batch and its jobs are
+/// retried one per transaction.
 pub(super) struct Creator {
     pub(super) db: Db,
     pub(super) log: ReceiptLog,
@@ -168,8 +175,10 @@ impl Committer for Creator {
 
     async fn commit(&self, jobs: &[CreateJob]) -> Result<Vec<Created>, TreasuryError> {
         let now = self.clock.now_ms();
+        // Keys in key order (two requests with one key in arrival order: the sort is stable).
+        let key = |i: usize| (&jobs[i].claim.0, &jobs[i].claim.1);
         let mut order: Vec<usize> = (0..jobs.len()).collect();
-        order.sort_by(|&a, &b| jobs[a].claim.cmp(&jobs[b].claim));
+        order.sort_by(|&a, &b| key(a).cmp(&key(b)));
         let mut tx = self.db.begin().await?;
         let mut out: Vec<Option<Created>> = (0..jobs.len()).map(|_| None).collect();
         let claims: Vec<idempotency::ClaimRequest<'_>> = order
@@ -215,10 +224,14 @@ impl Committer for Creator {
             .enumerate()
             .filter(|(_, (_, d, _))| reserves(d) && d.budget_cap_bps.is_none())
             .map(|(k, (i, d, b))| {
-                (
-                    k,
-                    (jobs[*i].payment_id.as_str(), b.as_slice(), d.reserve_msat),
-                )
+                let job = &jobs[*i];
+                let request = (
+                    job.payment_id.as_str(),
+                    b.as_slice(),
+                    d.reserve_msat,
+                    job.now,
+                );
+                (k, request)
             })
             .collect();
         let many: Vec<budget::Request<'_>> = requests.iter().map(|(_, r)| *r).collect();
@@ -229,16 +242,22 @@ impl Committer for Creator {
             reserved[*k] = Some(r);
         }
         for (k, (i, d, b)) in decided.iter().enumerate() {
-            if reserves(d) && d.budget_cap_bps.is_some() {
-                let request = (jobs[*i].payment_id.as_str(), b.as_slice(), d.reserve_msat);
-                let r = budget::reserve(&mut tx, &self.windows, request, d.budget_cap_bps, now);
+            if let Some(bps) = d.budget_cap_bps.filter(|_| reserves(d)) {
+                let job = &jobs[*i];
+                let request = (
+                    job.payment_id.as_str(),
+                    b.as_slice(),
+                    d.reserve_msat,
+                    job.now,
+                );
+                let r = budget::reserve_capped(&mut tx, &self.windows, request, bps, now);
                 reserved[k] = Some(r.await?);
             }
         }
         let mut written = Vec::with_capacity(decided.len());
         let mut denied = Vec::new();
         for ((i, decision, _), reserved) in decided.into_iter().zip(reserved) {
-            let row = attempt(&jobs[i], decision, reserved, now)?;
+            let row = attempt(&jobs[i], decision, reserved)?;
             if row.state == DENIED {
                 denied.push((i, row));
             } else {
@@ -290,9 +309,27 @@ impl Committer for Creator {
         }
         journal::append_many(&mut tx, TOPIC, &events, now).await?;
         tx.commit().await?;
+        same_key_same_denial(jobs, &mut out);
         out.into_iter()
             .map(|o| o.ok_or_else(|| corrupt("a new request's job gave no answer")))
             .collect()
+    }
+}
+
+/// A request whose key an earlier job of its batch claimed gets that job's denial, as a replay
+/// would once it is stored (the attempt "in progress" it found is already final).
+fn same_key_same_denial(jobs: &[CreateJob], out: &mut [Option<Created>]) {
+    for i in 0..out.len() {
+        let Some(Created::Used(Claim::InProgress {
+            resource_id: Some(id),
+        })) = &out[i]
+        else {
+            continue;
+        };
+        let first = jobs.iter().position(|j| &j.payment_id == id);
+        if let Some(Some(Created::Denied(stored))) = first.map(|j| &out[j]) {
+            out[i] = Some(Created::Denied(stored.clone()));
+        }
     }
 }
 
@@ -302,8 +339,8 @@ fn attempt(
     job: &CreateJob,
     mut decision: Decision,
     reserved: Option<budget::Reserved>,
-    now: u64,
 ) -> Result<PaymentRow, TreasuryError> {
+    let now = job.now;
     let mut row = new_row(job, &decision, now);
     match reserved {
         Some(Ok(reservations)) => {

@@ -180,8 +180,8 @@ async fn requests_arriving_together_are_recorded_together_within_their_budget() 
 }
 
 /// A caller that goes away while its request waits to be recorded does not strand the attempt
-/// (requests run on tasks of their own, `oa_service::detach`): it is recorded and paid all the
-/// same, and a replay of its key gets the end.
+/// (requests run on tasks of their own, `oa_service::DetachLayer`): it is recorded and paid all
+/// the same, and a replay of its key gets the end.
 #[tokio::test]
 async fn a_request_whose_caller_goes_away_is_still_driven_to_its_end() {
     let t = Treasury::with(Opts {
@@ -224,6 +224,58 @@ async fn a_request_whose_caller_goes_away_is_still_driven_to_its_end() {
     assert_eq!(body["payment"]["state"], "PAYMENT_STATE_SUCCEEDED");
     assert_eq!(t.hydra.pays(), 2);
     assert_eq!(t.budget("agent-1").await["reserved_msat"], "0");
+}
+
+/// Two requests with one key recorded in one batch, the first denied: both get the denial, as a
+/// replay would.
+#[tokio::test]
+async fn one_key_twice_in_a_batch_gets_one_denial() {
+    let t = Treasury::with(Opts {
+        default_budget_msat: 10_000,
+        group_creates: Some("on"),
+        ..Opts::default()
+    })
+    .await;
+    let (status, _) = t
+        .pay("k0", "agent-1", &invoice(1_000, Network::Regtest, HOUR), 10)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let inv = invoice(20_000, Network::Regtest, HOUR);
+    let t = &t;
+    let pending = |n| async move {
+        for _ in 0..2_000 {
+            if t.payments.creates_pending() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(t.payments.creates_pending(), n);
+    };
+    let held = t.payments.db.begin().await.unwrap();
+    // A first request holds the batch that waits for the writer; the two behind it queue up
+    // together, for the next batch.
+    let small = invoice(1_000, Network::Regtest, HOUR);
+    let first = t.pay("k2", "agent-1", &small, 10);
+    let twice = async {
+        pending(1).await;
+        futures::future::join_all([
+            t.pay("k1", "agent-1", &inv, 10),
+            t.pay("k1", "agent-1", &inv, 10),
+        ])
+        .await
+    };
+    let release = async {
+        pending(3).await;
+        held.rollback().await.unwrap();
+    };
+    let (first, answers, ()) = tokio::join!(first, twice, release);
+    assert_eq!(first.0, StatusCode::CREATED, "{}", first.1);
+    let (status, body) = &answers[0];
+    assert_eq!(*status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["reason_code"], "agent_budget_exceeded");
+    assert_eq!(answers[1], answers[0]);
+    assert_eq!(t.pay("k1", "agent-1", &inv, 10).await, answers[0]);
+    assert_eq!(t.count("treasury_payments").await, 3);
 }
 
 #[tokio::test]
