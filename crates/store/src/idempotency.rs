@@ -161,9 +161,9 @@ pub async fn claim_many(
         return Ok(vec![claim]);
     }
     let now = i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?;
+    let sqlite = is_sqlite(conn);
     let mut out = Vec::with_capacity(claims.len());
     for chunk in claims.chunks(CLAIM_BATCH) {
-        let sqlite = is_sqlite(conn);
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let p = |k| param(sqlite, i * 6 + k);
@@ -282,10 +282,10 @@ pub async fn complete_many(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let now = i64::try_from(now_ms).map_err(|_| StoreError::Corrupt("time overflow".into()))?;
+    let sqlite = is_sqlite(conn);
     for chunk in completions.chunks(COMPLETE_BATCH) {
-        // `VALUES` names its columns column1.. on both backends.
-        // The time is the first parameter, and the rows' follow in order.
-        let sqlite = is_sqlite(conn);
+        // `VALUES` names its columns column1.. on both backends. The time is the first
+        // parameter, and the rows' follow in order.
         let values: Vec<String> = (0..chunk.len())
             .map(|i| format!("({})", placeholders(sqlite, 2 + i * 4, 4)))
             .collect();

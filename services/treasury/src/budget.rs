@@ -758,7 +758,7 @@ pub async fn reserve_capped(
     let results = oa_ledger::create_transfers(conn, &transfers, now_ms)
         .await
         .map_err(ledger_err)?;
-    outcome(&windows, transfers, &results)
+    outcome(&windows, &transfers, &results)
 }
 
 /// Reserves for several payments, without a cap, in order: each all or nothing (see
@@ -810,7 +810,7 @@ pub async fn reserve_many(
                 .get(at..at + chain.len())
                 .ok_or_else(|| ledger_err("a batch gave fewer results than transfers"))?;
             at += chain.len();
-            out[*i] = Some(outcome(windows, chain.clone(), mine)?);
+            out[*i] = Some(outcome(windows, chain, mine)?);
         }
     }
     out.into_iter()
@@ -865,7 +865,7 @@ fn chain(
 /// What the ledger's `results` for a reservation's `transfers` mean.
 fn outcome(
     windows: &[(&BudgetConfig, (String, String))],
-    transfers: Vec<NewTransfer>,
+    transfers: &[NewTransfer],
     results: &[oa_ledger::TransferResult],
 ) -> Result<Reserved, TreasuryError> {
     for (i, r) in results.iter().enumerate() {
@@ -885,7 +885,7 @@ fn outcome(
     if results.iter().any(Result::is_err) {
         return Err(ledger_err("a linked reservation failed without a cause"));
     }
-    Ok(Ok(transfers.into_iter().map(|t| t.id).collect()))
+    Ok(Ok(transfers.iter().map(|t| t.id.clone()).collect()))
 }
 
 /// Ends a payment's reservations: posts `spent` (the actual amount + fees) in each or, if `None`,

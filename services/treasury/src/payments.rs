@@ -704,7 +704,7 @@ impl Payments {
             FINISH_QUEUE,
         );
         let decider = Arc::new(Decider {
-            config: config.clone(),
+            default_budget: config.default_budget,
             payees,
         });
         let windows = Arc::new(budget::KnownWindows::default());

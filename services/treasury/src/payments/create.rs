@@ -15,8 +15,8 @@ use oa_store::{
 use sqlx::AnyConnection;
 
 use super::{
-    Context, Input, PaymentsConfig, Stored, TOPIC, attempt_draft, denial_code, denial_error,
-    enter_rail, event_payload, refusal_why, scores_rails, to_json,
+    Context, Input, Stored, TOPIC, attempt_draft, denial_code, denial_error, enter_rail,
+    event_payload, refusal_why, scores_rails, to_json,
 };
 use crate::{
     budget::{self, BudgetConfig, Kind},
@@ -32,7 +32,8 @@ use crate::{
 /// Decides new attempts: the policy over the request, the applicable budgets and whether the
 /// payee was ever paid.
 pub(super) struct Decider {
-    pub(super) config: PaymentsConfig,
+    /// Budget given to an agent on its first payment (`PaymentsConfig::default_budget`).
+    pub(super) default_budget: Msat,
     /// Payees known to have been paid (never forgotten in the database): skips the lookup when
     /// deciding, and the insert when a payment to them succeeds.
     pub(super) payees: Arc<KnownSet>,
@@ -81,14 +82,14 @@ impl Decider {
         input: &Input,
         mut budgets: Vec<BudgetConfig>,
     ) -> Result<(Decision, Vec<BudgetConfig>, bool), TreasuryError> {
-        if !self.config.default_budget.is_zero() && !budgets.iter().any(|b| b.kind == Kind::Agent) {
+        if !self.default_budget.is_zero() && !budgets.iter().any(|b| b.kind == Kind::Agent) {
             let at = budgets
                 .iter()
                 .position(|b| b.kind == Kind::Host)
                 .unwrap_or(budgets.len());
             budgets.insert(
                 at,
-                BudgetConfig::simple(Kind::Agent, &input.agent_id, self.config.default_budget),
+                BudgetConfig::simple(Kind::Agent, &input.agent_id, self.default_budget),
             );
         }
         let payee = &input.invoice.payee_pubkey;
@@ -223,16 +224,7 @@ impl Committer for Creator {
             .iter()
             .enumerate()
             .filter(|(_, (_, d, _))| reserves(d) && d.budget_cap_bps.is_none())
-            .map(|(k, (i, d, b))| {
-                let job = &jobs[*i];
-                let request = (
-                    job.payment_id.as_str(),
-                    b.as_slice(),
-                    d.reserve_msat,
-                    job.now,
-                );
-                (k, request)
-            })
+            .map(|(k, decided)| (k, request(jobs, decided)))
             .collect();
         let many: Vec<budget::Request<'_>> = requests.iter().map(|(_, r)| *r).collect();
         let mut reserved: Vec<Option<budget::Reserved>> =
@@ -241,16 +233,15 @@ impl Committer for Creator {
         for ((k, _), r) in requests.iter().zip(results) {
             reserved[*k] = Some(r);
         }
-        for (k, (i, d, b)) in decided.iter().enumerate() {
-            if let Some(bps) = d.budget_cap_bps.filter(|_| reserves(d)) {
-                let job = &jobs[*i];
-                let request = (
-                    job.payment_id.as_str(),
-                    b.as_slice(),
-                    d.reserve_msat,
-                    job.now,
+        for (k, decided) in decided.iter().enumerate() {
+            if let Some(bps) = decided.1.budget_cap_bps.filter(|_| reserves(&decided.1)) {
+                let r = budget::reserve_capped(
+                    &mut tx,
+                    &self.windows,
+                    request(jobs, decided),
+                    bps,
+                    now,
                 );
-                let r = budget::reserve_capped(&mut tx, &self.windows, request, bps, now);
                 reserved[k] = Some(r.await?);
             }
         }
@@ -314,6 +305,20 @@ impl Committer for Creator {
             .map(|o| o.ok_or_else(|| corrupt("a new request's job gave no answer")))
             .collect()
     }
+}
+
+/// What the job a decision is for asks its budgets to reserve.
+fn request<'a>(
+    jobs: &'a [CreateJob],
+    (i, decision, budgets): &'a (usize, Decision, Vec<BudgetConfig>),
+) -> budget::Request<'a> {
+    let job = &jobs[*i];
+    (
+        job.payment_id.as_str(),
+        budgets,
+        decision.reserve_msat,
+        job.now,
+    )
 }
 
 /// A request whose key an earlier job of its batch claimed gets that job's denial, as a replay
